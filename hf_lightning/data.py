@@ -1,0 +1,268 @@
+"""Data loading with Hugging Face semantics, fed to Lightning.
+
+HF's Trainer builds its loaders through `accelerate`: a `RandomSampler` replaced by a sampler seeded with
+`data_seed` (or `torch.initial_seed()`) plus the epoch, batches dealt round-robin to the ranks, and gradient
+accumulation windows pre-fetched so that `num_items_in_batch` can be counted over the whole window. Lightning
+would instead inject a `DistributedSampler` and divide the loss by a constant. This module rebuilds HF's
+behaviour so the same samples arrive in the same order, grouped in the same windows.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import RemoveColumnsCollator, has_length, seed_worker
+
+try:
+    import datasets
+except ImportError:  # pragma: no cover - datasets is a core dependency
+    datasets = None
+
+
+class SeedableRandomSampler(RandomSampler):
+    """A `RandomSampler` whose permutation depends only on `initial_seed + epoch` (accelerate's semantics).
+
+    Every rank draws the same permutation, and resuming at epoch `e` replays epoch `e`'s order exactly.
+    """
+
+    def __init__(self, data_source: Sequence, data_seed: int | None = None) -> None:
+        super().__init__(data_source)
+        self.initial_seed = data_seed if data_seed is not None else torch.random.initial_seed()
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[int]:
+        if self.generator is None:
+            self.generator = torch.Generator()
+        self.generator.manual_seed(self.initial_seed + self.epoch)
+        yield from super().__iter__()
+        self.set_epoch(self.epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+class ShardedBatchSampler(BatchSampler):
+    """Deals the batches of a global batch sampler round-robin to `num_processes` ranks (accelerate's
+    `BatchSamplerShard` with `even_batches=True`): a short tail is completed from the first samples so every
+    rank runs the same number of steps."""
+
+    def __init__(self, batch_sampler: BatchSampler, num_processes: int, process_index: int) -> None:
+        self.batch_sampler = batch_sampler
+        self.num_processes = num_processes
+        self.process_index = process_index
+        self.batch_size = batch_sampler.batch_size
+        self.drop_last = batch_sampler.drop_last
+
+    def __len__(self) -> int:
+        n = len(self.batch_sampler)
+        return n // self.num_processes if self.drop_last else math.ceil(n / self.num_processes)
+
+    def set_epoch(self, epoch: int) -> None:
+        sampler = getattr(self.batch_sampler, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = list(self.batch_sampler)
+        if not batches:
+            return
+        if self.drop_last:
+            usable = len(batches) - len(batches) % self.num_processes
+            yield from batches[self.process_index : usable : self.num_processes]
+            return
+        first = [i for b in batches[: self.num_processes] for i in b]
+        if len(batches[-1]) < self.batch_size:
+            missing = self.batch_size - len(batches[-1])
+            batches[-1] = batches[-1] + (first * math.ceil(missing / max(len(first), 1)))[:missing]
+        while len(batches) % self.num_processes:
+            start = (len(batches) % self.num_processes) * self.batch_size
+            filler = (first * math.ceil((start + self.batch_size) / len(first)))[start : start + self.batch_size]
+            batches.append(filler)
+        yield from batches[self.process_index :: self.num_processes]
+
+
+def signature_columns(model: torch.nn.Module, label_names: list[str]) -> list[str]:
+    """Names `model.forward` accepts, plus the label names the default collator understands."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    columns = list(inspect.signature(target.forward).parameters.keys())
+    return columns + list({"label", "label_ids", *label_names})
+
+
+def remove_unused_columns(dataset: Any, columns: list[str], model_name: str, description: str) -> Any:
+    """Drop the columns of a `datasets.Dataset` that `model.forward` does not accept (HF's rule)."""
+    ignored = sorted(set(dataset.column_names) - set(columns))
+    if len(ignored) == len(dataset.column_names):
+        raise ValueError(
+            f"No columns in the {description} dataset match `{model_name}.forward`'s signature ({', '.join(columns)}). "
+            f"The dataset has: {', '.join(dataset.column_names)}. Set `remove_unused_columns=False` in "
+            "`TrainingArguments` if your collator needs them."
+        )
+    return dataset.remove_columns(ignored) if ignored else dataset
+
+
+def prepare_dataset_and_collator(
+    dataset: Any, collator: Callable, args: Any, columns: Callable[[], list[str]], model_name: str, description: str
+) -> tuple[Any, Callable]:
+    """Apply `remove_unused_columns` the way HF does: on the dataset when it is a `datasets.Dataset`, else in a
+    collator wrapper."""
+    if not args.remove_unused_columns:
+        return dataset, collator
+    if datasets is not None and isinstance(dataset, datasets.Dataset):
+        return remove_unused_columns(dataset, columns(), model_name, description), collator
+    return dataset, RemoveColumnsCollator(
+        data_collator=collator, signature_columns=columns(), description=description, model_name=model_name
+    )
+
+
+def train_sampler(dataset: Dataset, args: Any, batch_size: int, processing_class: Any = None) -> Any:
+    """The HF train sampler for `train_sampling_strategy`, seeded like accelerate's."""
+    if not has_length(dataset):
+        return None
+    strategy = getattr(args, "train_sampling_strategy", "random")
+    if strategy == "group_by_length":
+        lengths = None
+        if datasets is not None and isinstance(dataset, datasets.Dataset):
+            if args.length_column_name in dataset.column_names:
+                lengths = dataset[args.length_column_name]
+        model_input_name = processing_class.model_input_names[0] if processing_class is not None else None
+        return LengthGroupedSampler(
+            batch_size * args.gradient_accumulation_steps,
+            dataset=dataset,
+            lengths=lengths,
+            model_input_name=model_input_name,
+        )
+    if strategy == "sequential":
+        return SequentialSampler(dataset)
+    return SeedableRandomSampler(dataset, data_seed=args.data_seed)
+
+
+def build_dataloader(
+    dataset: Any,
+    batch_size: int,
+    collate_fn: Callable,
+    sampler: Any,
+    args: Any,
+    is_training: bool,
+    world_size: int = 1,
+    process_index: int = 0,
+) -> DataLoader:
+    """A `DataLoader` with HF's `dataloader_*` options; under several processes the batches are sharded like
+    accelerate shards them."""
+    params: dict[str, Any] = {
+        "collate_fn": collate_fn,
+        "num_workers": args.dataloader_num_workers,
+        "pin_memory": args.dataloader_pin_memory,
+        "persistent_workers": args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
+    }
+    if args.dataloader_num_workers > 0:
+        params["prefetch_factor"] = args.dataloader_prefetch_factor
+        params["multiprocessing_context"] = args.dataloader_multiprocessing_context
+    if isinstance(dataset, IterableDataset):
+        return DataLoader(dataset, batch_size=batch_size, **params)
+    if is_training:
+        params["worker_init_fn"] = partial(seed_worker, num_workers=args.dataloader_num_workers, rank=process_index)
+    if sampler is None:
+        sampler = SequentialSampler(dataset)
+    if world_size > 1:
+        inner = BatchSampler(sampler, batch_size, drop_last=args.dataloader_drop_last)
+        return DataLoader(dataset, batch_sampler=ShardedBatchSampler(inner, world_size, process_index), **params)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=args.dataloader_drop_last, **params)
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Tell the sampler (or sharded batch sampler) which epoch's permutation to draw."""
+    for holder in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        if holder is not None and hasattr(holder, "set_epoch"):
+            holder.set_epoch(epoch)
+
+
+@dataclass
+class MicroBatch:
+    """One micro-batch of a gradient-accumulation window, as HF's `_run_epoch` sees it."""
+
+    inputs: Any
+    num_items_in_batch: Any
+    step: int
+    window_size: int
+    is_last_in_window: bool
+
+
+class AccumulationWindowLoader:
+    """Iterates a train loader in HF's gradient-accumulation windows.
+
+    Each window of `gradient_accumulation_steps` batches (shorter at the end of an epoch) is fetched ahead so
+    `count_items` can count the label tokens of the whole window; its micro-batches are then yielded one by one
+    to Lightning, each tagged with the window's size and count. `skip_batches` drops the first batches of the
+    next epoch (resume).
+    """
+
+    def __init__(
+        self,
+        loader: DataLoader,
+        gradient_accumulation_steps: int,
+        count_items: Callable[[list], Any],
+        steps_in_epoch: int,
+        first_epoch: int = 0,
+    ) -> None:
+        self.loader = loader
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.count_items = count_items
+        self.steps_in_epoch = steps_in_epoch
+        self.epoch = first_epoch
+        self.skip_batches = 0
+        self.on_skip_done: Callable[[], None] | None = None
+
+    def __len__(self) -> int:
+        return self.steps_in_epoch
+
+    def __iter__(self) -> Iterator[MicroBatch]:
+        set_loader_epoch(self.loader, self.epoch)
+        self.epoch += 1
+        iterator = iter(self.loader)
+        ga = self.gradient_accumulation_steps
+        step = -1
+        skip, self.skip_batches = self.skip_batches, 0
+        for _ in range(skip):
+            next(iterator, None)
+            step += 1
+        num_windows = math.ceil(self.steps_in_epoch / ga)
+        remainder = self.steps_in_epoch % ga or ga
+        for window in range(skip // ga, num_windows):
+            size = ga if window != num_windows - 1 else remainder
+            batches = []
+            for _ in range(size):
+                batch = next(iterator, None)
+                if batch is None:
+                    break
+                batches.append(batch)
+            if not batches:
+                return
+            num_items = self.count_items(batches)
+            if skip and self.on_skip_done is not None:
+                self.on_skip_done()
+                skip = 0
+            for i, batch in enumerate(batches):
+                step += 1
+                yield MicroBatch(batch, num_items, step, len(batches), i == len(batches) - 1)
+
+
+def count_label_items(batches: list, shift_labels: bool) -> torch.Tensor | None:
+    """HF's `num_items_in_batch`: the labels that are not -100 over a whole window (shifted for causal LM)."""
+    if not batches or not isinstance(batches[0], dict) or "labels" not in batches[0]:
+        return None
+    try:
+        labels = [
+            b["shift_labels"] if "shift_labels" in b else b["labels"][..., 1:] if shift_labels else b["labels"]
+            for b in batches
+        ]
+        return sum(label.ne(-100).sum() for label in labels)
+    except (TypeError, AttributeError):
+        return None

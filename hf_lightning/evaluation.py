@@ -1,0 +1,346 @@
+"""Evaluation and prediction with HF semantics (`evaluate`, `predict`, `prediction_step`).
+
+The loop mirrors `transformers.Trainer.evaluation_loop`: per-batch losses repeated over the batch,
+logits/labels padded to one length with -100, `preprocess_logits_for_metrics` before accumulation,
+`compute_metrics(EvalPrediction)` (or per batch with `batch_eval_metrics`), metric keys prefixed. Unlike
+HF's container, batches are kept in a list and concatenated once at the end, so memory and time are linear in
+the dataset. Under several processes each rank evaluates its shard and results are gathered, with the
+padding samples a distributed split adds removed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import EvalPrediction
+from transformers.trainer_pt_utils import find_batch_size, nested_detach
+from transformers.trainer_utils import EvalLoopOutput, PredictionOutput, denumpify_detensorize, speed_metrics
+
+from hf_lightning import distributed
+
+
+class BatchAccumulator:
+    """Collects (nested) per-batch tensors and concatenates them once, padding dim 1 with -100 like HF."""
+
+    def __init__(self, concat: bool = True, padding_index: int = -100) -> None:
+        self.concat = concat
+        self.padding_index = padding_index
+        self.batches: list[Any] = []
+        self.on_cpu: list[Any] = []
+
+    def add(self, tensors: Any) -> None:
+        self.batches.append(tensors)
+
+    def to_cpu(self) -> None:
+        """Move what is held on the device to the CPU (`eval_accumulation_steps`)."""
+        self.on_cpu.extend(_nested_apply(b, lambda t: t.cpu()) for b in self.batches)
+        self.batches = []
+
+    def get_arrays(self) -> Any:
+        self.to_cpu()
+        if not self.on_cpu:
+            return None
+        items = [_nested_apply(b, _to_numpy) for b in self.on_cpu]
+        return _pad_and_concat(items, self.padding_index) if self.concat else items
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.cpu()
+    if t.dtype == torch.bfloat16:
+        t = t.to(torch.float32)
+    return t.numpy()
+
+
+def _nested_apply(obj: Any, fn: Any) -> Any:
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_nested_apply(o, fn) for o in obj)
+    if isinstance(obj, dict):
+        return type(obj)({k: _nested_apply(v, fn) for k, v in obj.items()})
+    return fn(obj) if isinstance(obj, torch.Tensor) else obj
+
+
+def _pad_and_concat(items: list[Any], padding_index: int) -> Any:
+    first = items[0]
+    if isinstance(first, (list, tuple)):
+        return type(first)(_pad_and_concat([it[i] for it in items], padding_index) for i in range(len(first)))
+    if isinstance(first, dict):
+        return type(first)({k: _pad_and_concat([it[k] for it in items], padding_index) for k in first})
+    arrays = [np.atleast_1d(a) for a in items]
+    if arrays[0].ndim == 1 or all(a.shape[1] == arrays[0].shape[1] for a in arrays):
+        return np.concatenate(arrays, axis=0)
+    width = max(a.shape[1] for a in arrays)
+    out = np.full((sum(a.shape[0] for a in arrays), width, *arrays[0].shape[2:]), padding_index, arrays[0].dtype)
+    row = 0
+    for a in arrays:
+        out[row : row + a.shape[0], : a.shape[1]] = a
+        row += a.shape[0]
+    return out
+
+
+class EvaluationMixin:
+    """`evaluate`, `predict`, `prediction_step`, `get_eval_dataloader`, `get_test_dataloader` for the Trainer."""
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        return None
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
+        """The evaluation loader (sequential; a dataset name picks from a dict of eval datasets). Overridable."""
+        if eval_dataset is None and self.eval_dataset is None:
+            raise ValueError("Trainer: evaluation requires an eval_dataset.")
+        if isinstance(eval_dataset, str):
+            eval_dataset = self.eval_dataset[eval_dataset]
+        elif eval_dataset is None:
+            eval_dataset = self.eval_dataset
+        return self._get_distributed_eval_loader(eval_dataset, "Evaluation")
+
+    def get_test_dataloader(self, test_dataset: Any) -> torch.utils.data.DataLoader:
+        """The prediction loader (sequential). Overridable."""
+        return self._get_distributed_eval_loader(test_dataset, "test")
+
+    def _get_distributed_eval_loader(self, dataset: Any, description: str) -> torch.utils.data.DataLoader:
+        loader = self._get_dataloader(dataset, description, self.args.eval_batch_size, None)
+        return distributed.shard_eval_loader(loader, self.args)
+
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """Evaluate and return metrics (`{prefix}_loss`, prefixed `compute_metrics` keys, speed, `epoch`)."""
+        override = eval_dataset is not None
+        eval_dataset = eval_dataset if override else self.eval_dataset
+        if isinstance(eval_dataset, dict):
+            metrics: dict[str, float] = {}
+            for name, dataset in eval_dataset.items():
+                metrics.update(
+                    self.evaluate(
+                        eval_dataset=dataset if override else name,
+                        ignore_keys=ignore_keys,
+                        metric_key_prefix=f"{metric_key_prefix}_{name}",
+                    )
+                )
+            return metrics
+        eval_dataloader = self.get_eval_dataloader(eval_dataset)
+        start_time = time.time()
+        output = self.evaluation_loop(
+            eval_dataloader,
+            description="Evaluation",
+            prediction_loss_only=True if self.compute_metrics is None else None,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        total_batch_size = self.args.eval_batch_size * self.args.world_size
+        output.metrics.update(
+            speed_metrics(
+                metric_key_prefix,
+                start_time,
+                num_samples=output.num_samples,
+                num_steps=math.ceil(output.num_samples / total_batch_size),
+            )
+        )
+        self.log(output.metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output.metrics)
+        return output.metrics
+
+    def predict(
+        self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
+    ) -> PredictionOutput:
+        """Predict on `test_dataset`: predictions, label_ids (if any) and metrics."""
+        test_dataloader = self.get_test_dataloader(test_dataset)
+        start_time = time.time()
+        output = self.evaluation_loop(
+            test_dataloader, description="Prediction", ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
+        )
+        total_batch_size = self.args.eval_batch_size * self.args.world_size
+        output.metrics.update(
+            speed_metrics(
+                metric_key_prefix,
+                start_time,
+                num_samples=output.num_samples,
+                num_steps=math.ceil(output.num_samples / total_batch_size),
+            )
+        )
+        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
+        return PredictionOutput(predictions=output.predictions, label_ids=output.label_ids, metrics=output.metrics)
+
+    def _eval_model(self) -> nn.Module:
+        """The model to evaluate, on the run's device and, outside training, in `*_full_eval` dtype."""
+        model = self.model
+        device = distributed.eval_device(self)
+        if not self.is_in_train:
+            if self.args.fp16_full_eval:
+                return model.to(dtype=torch.float16, device=device)
+            if self.args.bf16_full_eval:
+                return model.to(dtype=torch.bfloat16, device=device)
+        return model.to(device)
+
+    def evaluation_loop(
+        self,
+        dataloader: torch.utils.data.DataLoader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        """HF's evaluation loop, shared by `evaluate` and `predict`."""
+        args = self.args
+        prediction_loss_only = prediction_loss_only if prediction_loss_only is not None else args.prediction_loss_only
+        model = self._eval_model()
+        was_training = model.training
+        model.eval()
+        if hasattr(self.optimizer, "eval") and callable(self.optimizer.eval):
+            self.optimizer.eval()
+        self.callback_handler.eval_dataloader = dataloader
+        device = distributed.eval_device(self)
+        gather = distributed.Gatherer(args, dataloader)
+        concat = args.eval_do_concat_batches
+        all_losses, all_preds = BatchAccumulator(concat), BatchAccumulator(concat)
+        all_labels, all_inputs = BatchAccumulator(concat), BatchAccumulator(concat)
+        batch_size = args.eval_batch_size
+        metrics = None
+        observed = 0
+        keep_batches = not args.batch_eval_metrics or description == "Prediction"
+        num_batches = len(dataloader) if hasattr(dataloader, "__len__") else None
+        for step, inputs in enumerate(dataloader):
+            inputs = distributed.move_to_device(inputs, device)
+            gather.begin_step()
+            observed_batch_size = find_batch_size(inputs)
+            if observed_batch_size is not None:
+                observed += observed_batch_size
+                batch_size = batch_size if batch_size is not None else observed_batch_size
+            losses, logits, labels = self.prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+            main_input_name = getattr(self.model, "main_input_name", "input_ids")
+            inputs_decode = inputs[main_input_name] if "inputs" in args.include_for_metrics else None
+            if losses is not None:
+                losses = gather(losses.repeat(batch_size))
+                all_losses.add(losses)
+            if inputs_decode is not None:
+                inputs_decode = gather(gather.pad(inputs_decode))
+                if keep_batches:
+                    all_inputs.add(inputs_decode)
+            if labels is not None:
+                labels = gather.pad(labels)
+            if logits is not None:
+                logits = gather.pad(logits)
+                if self.preprocess_logits_for_metrics is not None:
+                    logits = self.preprocess_logits_for_metrics(logits, labels)
+                logits = gather(logits)
+                if keep_batches:
+                    all_preds.add(logits)
+            if labels is not None:
+                labels = gather(labels)
+                if keep_batches:
+                    all_labels.add(labels)
+            self.control = self.callback_handler.on_prediction_step(args, self.state, self.control)
+            if args.batch_eval_metrics:
+                if self.compute_metrics is not None and logits is not None and labels is not None:
+                    is_last_step = num_batches is not None and step == num_batches - 1
+                    metrics = self.compute_metrics(
+                        EvalPrediction(
+                            predictions=logits,
+                            label_ids=labels,
+                            losses=losses if "loss" in args.include_for_metrics else None,
+                            inputs=inputs if "inputs" in args.include_for_metrics else None,
+                        ),
+                        compute_result=is_last_step,
+                    )
+            elif args.eval_accumulation_steps is not None and (step + 1) % args.eval_accumulation_steps == 0:
+                for container in (all_losses, all_preds, all_labels, all_inputs):
+                    container.to_cpu()
+        gather.finish()
+        losses_arr, preds_arr = all_losses.get_arrays(), all_preds.get_arrays()
+        labels_arr, inputs_arr = all_labels.get_arrays(), all_inputs.get_arrays()
+        num_samples = distributed.num_eval_samples(dataloader, observed)
+        if self.compute_metrics is not None and preds_arr is not None and labels_arr is not None:
+            if not args.batch_eval_metrics:
+                metrics = self.compute_metrics(
+                    EvalPrediction(
+                        predictions=preds_arr,
+                        label_ids=labels_arr,
+                        losses=losses_arr if "loss" in args.include_for_metrics else None,
+                        inputs=inputs_arr if "inputs" in args.include_for_metrics else None,
+                    )
+                )
+        if metrics is None:
+            metrics = {}
+        if not isinstance(metrics, dict):
+            raise TypeError(
+                f"`compute_metrics` must return a dict of metric name -> value, got {type(metrics).__name__}."
+            )
+        metrics = denumpify_detensorize(metrics)
+        losses = np.concatenate(losses_arr) if isinstance(losses_arr, list) and losses_arr else losses_arr
+        if isinstance(losses, np.ndarray):
+            finite = np.isfinite(losses)
+            if args.logging_nan_inf_filter and finite.any():
+                losses = losses[finite]
+            metrics[f"{metric_key_prefix}_loss"] = losses.mean().item()
+        for key in list(metrics.keys()):
+            if not key.startswith(f"{metric_key_prefix}_"):
+                metrics[f"{metric_key_prefix}_{key}"] = metrics.pop(key)
+        if was_training:
+            model.train()
+        return EvalLoopOutput(predictions=preds_arr, label_ids=labels_arr, metrics=metrics, num_samples=num_samples)
+
+    def prediction_step(
+        self, model: nn.Module, inputs: dict, prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> tuple[torch.Tensor | None, Any, Any]:
+        """Loss, logits and labels of one batch, as HF computes them. Overridable."""
+        has_labels = False if len(self.label_names) == 0 else all(inputs.get(k) is not None for k in self.label_names)
+        return_loss = inputs.get("return_loss")
+        if return_loss is None:
+            return_loss = self.can_return_loss
+        loss_without_labels = len(self.label_names) == 0 and return_loss
+        inputs = self._prepare_inputs(inputs)
+        if ignore_keys is None:
+            if hasattr(self.model, "config"):
+                ignore_keys = getattr(self.model.config, "keys_to_ignore_at_inference", ["past_key_values"])
+            else:
+                ignore_keys = []
+        if has_labels or loss_without_labels:
+            labels = nested_detach(tuple(inputs.get(name) for name in self.label_names))
+            if len(labels) == 1:
+                labels = labels[0]
+        else:
+            labels = None
+        with torch.no_grad():
+            if has_labels or loss_without_labels:
+                num_items = distributed.sum_across_processes(self._count_items([inputs]))
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items)
+                loss = loss.detach().mean()
+                if isinstance(outputs, dict):
+                    logits = tuple(v for k, v in outputs.items() if k not in ignore_keys + ["loss"])
+                else:
+                    logits = outputs[1:]
+            else:
+                loss = None
+                outputs = model(**inputs)
+                if isinstance(outputs, dict):
+                    logits = tuple(v for k, v in outputs.items() if k not in ignore_keys)
+                else:
+                    logits = outputs
+        if prediction_loss_only:
+            return (loss, None, None)
+        logits = nested_detach(logits)
+        if len(logits) == 1:
+            logits = logits[0]
+        return (loss, logits, labels)
+
+    def _evaluate(self, trial: Any, ignore_keys_for_eval: list[str] | None, skip_scheduler: bool = False) -> dict:
+        """Evaluation during training; steps a metric-driven scheduler afterwards, as HF does."""
+        from hf_lightning.optimization import is_metric_scheduler
+
+        metrics = self.evaluate(ignore_keys=ignore_keys_for_eval)
+        if is_metric_scheduler(self.lr_scheduler) and not skip_scheduler:
+            metric_to_check = self.args.metric_for_best_model
+            if not metric_to_check.startswith("eval_"):
+                metric_to_check = f"eval_{metric_to_check}"
+            if metric_to_check not in metrics:
+                raise KeyError(
+                    f"The `metric_for_best_model` training argument is set to '{metric_to_check}', which is not found "
+                    f"in the evaluation metrics: {list(metrics.keys())}."
+                )
+            self.lr_scheduler.step(metrics[metric_to_check])
+        return metrics

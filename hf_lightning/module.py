@@ -1,0 +1,142 @@
+"""The generic LightningModule: HF's optimisation step, run by Lightning.
+
+`HFLightningModule` wraps any HF model (or an `nn.Module` whose forward returns the loss first) and uses
+Lightning's manual optimisation so that each optimiser step happens exactly where `transformers.Trainer`
+does it: micro-batches of one accumulation window are back-propagated with HF's loss scaling, then the
+gradients are clipped (after AMP unscaling, in `on_before_optimizer_step`), the optimiser and scheduler
+stepped, the gradients zeroed and the HF step-end events fired. Lightning keeps the loop, the devices, the
+strategy (DDP, FSDP ...) and the precision plugin.
+
+The HF-facing half (callbacks, `TrainerState`, logging, evaluation, saving) lives in an `HFLoop` the module
+is given: `hf_lightning.Trainer` is one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from hf_lightning.data import MicroBatch
+from hf_lightning.optimization import clip_grad_norm, current_learning_rate, is_metric_scheduler
+
+
+class HFLoop(Protocol):
+    """What the module needs from the HF side of the run (implemented by `hf_lightning.Trainer`)."""
+
+    args: Any
+    state: Any
+    control: Any
+    callback_handler: Any
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+
+    def training_step(self, model: nn.Module, inputs: dict, num_items_in_batch: Any = None) -> torch.Tensor: ...
+
+    def _on_loop_train_start(self) -> None: ...
+
+    def _on_loop_epoch_start(self, epoch: int) -> None: ...
+
+    def _on_loop_step_end(self, grad_norm: Any, learning_rate: float) -> None: ...
+
+    def _on_loop_epoch_end(self) -> None: ...
+
+    def _on_loop_train_end(self) -> None: ...
+
+    def _track_micro_batch(self, inputs: dict, loss: torch.Tensor) -> None: ...
+
+
+class HFLightningModule(pl.LightningModule):
+    """Runs one HF micro-batch per Lightning batch and one HF optimiser step per accumulation window."""
+
+    def __init__(self, model: nn.Module, loop: HFLoop) -> None:
+        super().__init__()
+        self.model = model
+        self.automatic_optimization = False
+        self._loop = loop
+        self._grad_norm: Any = None
+        self._scale_before_step: float | None = None
+
+    def forward(self, **inputs: Any) -> Any:
+        return self.model(**inputs)
+
+    def configure_optimizers(self) -> Any:
+        return self._loop.optimizer
+
+    # ---- Lightning hooks mapped to HF events ----------------------------------------------------------
+
+    def on_train_start(self) -> None:
+        self._loop._on_loop_train_start()
+
+    def on_train_epoch_start(self) -> None:
+        self._loop._on_loop_epoch_start(self.trainer.current_epoch)
+
+    def on_train_batch_start(self, batch: MicroBatch, batch_idx: int) -> int | None:
+        control = self._loop.control
+        if control.should_epoch_stop or control.should_training_stop:
+            return -1
+        self._sync_gradients(batch.is_last_in_window)
+        return None
+
+    def on_train_epoch_end(self) -> None:
+        self._loop._on_loop_epoch_end()
+
+    def on_train_end(self) -> None:
+        self._loop._on_loop_train_end()
+
+    # ---- the HF step ---------------------------------------------------------------------------------
+
+    def _sync_gradients(self, sync: bool) -> None:
+        """Skip DDP's gradient all-reduce on all but the last micro-batch of a window (HF's `no_sync`)."""
+        wrapped = getattr(self.trainer.strategy, "model", None)
+        if hasattr(wrapped, "require_backward_grad_sync"):
+            wrapped.require_backward_grad_sync = sync
+
+    def training_step(self, batch: MicroBatch, batch_idx: int) -> torch.Tensor:
+        loop = self._loop
+        args = loop.args
+        if batch.step % args.gradient_accumulation_steps == 0:
+            loop.control = loop.callback_handler.on_step_begin(args, loop.state, loop.control)
+        loop.current_gradient_accumulation_steps = batch.window_size
+        num_items = batch.num_items_in_batch
+        if num_items is not None and args.average_tokens_across_devices and self.trainer.world_size > 1:
+            num_items = self.trainer.strategy.reduce(num_items.to(self.device), reduce_op="sum")
+        loss = loop.training_step(self.model, batch.inputs, num_items)
+        loop._track_micro_batch(batch.inputs, loss)
+        loop._micro_step = batch.step
+        if not batch.is_last_in_window:
+            loop.control = loop.callback_handler.on_substep_end(args, loop.state, loop.control)
+            return loss
+        self._optimizer_step()
+        return loss
+
+    def manual_backward_hf(self, loss: torch.Tensor) -> None:
+        """Backward through Lightning (AMP scaling, strategy hooks) as HF's `accelerator.backward` does."""
+        self.manual_backward(loss)
+
+    def _optimizer_step(self) -> None:
+        loop = self._loop
+        args = loop.args
+        optimizer = self.optimizers()
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        self._scale_before_step = scaler.get_scale() if scaler is not None else None
+        self._grad_norm = None
+        optimizer.step()
+        loop.control = loop.callback_handler.on_optimizer_step(args, loop.state, loop.control)
+        learning_rate = current_learning_rate(loop.optimizer, loop.lr_scheduler)
+        skipped = scaler is not None and scaler.get_scale() < self._scale_before_step
+        if not skipped and loop.lr_scheduler is not None and not is_metric_scheduler(loop.lr_scheduler):
+            loop.lr_scheduler.step()
+        self.model.zero_grad()
+        loop._on_loop_step_end(self._grad_norm, learning_rate)
+        self._sync_gradients(True)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip after AMP unscaling and before the step, then fire HF's `on_pre_optimizer_step`."""
+        loop = self._loop
+        max_norm = loop.args.max_grad_norm
+        model = self.trainer.strategy.model if self.trainer.strategy.model is not None else self.model
+        self._grad_norm = clip_grad_norm(model, max_norm if max_norm > 0 else float("inf"))
+        loop.control = loop.callback_handler.on_pre_optimizer_step(loop.args, loop.state, loop.control)

@@ -1,0 +1,667 @@
+"""`hf_lightning.Trainer`: the `transformers.Trainer` API, with a `lightning.Trainer` running the loop.
+
+The facade keeps HF's public surface (constructor, `train`, `evaluate`, `predict`, `save_model`, `log`, the
+overridable hooks `compute_loss` / `training_step` / `prediction_step` / `get_*_dataloader` /
+`create_optimizer` / `create_scheduler`, and the attributes users touch). It translates the arguments into a
+`lightning.Trainer` (see `hf_lightning.translation`) and hands it `HFLightningModule`, which runs HF's
+optimisation step. Evaluation and checkpoints live in their own modules, mixed in here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from transformers import (
+    DataCollatorWithPadding,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    default_data_collator,
+)
+from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
+from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_MAPPING_NAMES
+from transformers.trainer_callback import CallbackHandler, ExportableState
+from transformers.trainer_pt_utils import LabelSmoother
+from transformers.trainer_utils import TrainOutput, enable_full_determinism, has_length, set_seed, speed_metrics
+from transformers.utils import can_return_loss, find_labels
+
+from hf_lightning import data as hf_data
+from hf_lightning import optimization
+from hf_lightning.callbacks import build_loggers, default_callbacks, progress_callback, split_callbacks
+from hf_lightning.checkpoints import CheckpointMixin
+from hf_lightning.evaluation import EvaluationMixin
+from hf_lightning.module import HFLightningModule
+from hf_lightning.training_args import TrainingArguments, to_hf_lightning_args
+from hf_lightning.translation import lightning_trainer_kwargs
+
+logger = logging.getLogger(__name__)
+
+
+class Trainer(EvaluationMixin, CheckpointMixin):
+    """Drop-in replacement for `transformers.Trainer` whose training loop is run by Lightning."""
+
+    loss_is_scaled_for_ga: bool | None = None
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: Any = None,
+        data_collator: Callable | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        model_init: Callable[..., nn.Module] | None = None,
+        compute_loss_func: Callable | None = None,
+        compute_metrics: Callable | None = None,
+        callbacks: list | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, Any] = (None, None),
+        optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
+        preprocess_logits_for_metrics: Callable | None = None,
+        tokenizer: Any = None,
+    ) -> None:
+        if tokenizer is not None:
+            if processing_class is not None:
+                raise ValueError("Pass either `processing_class` or its deprecated alias `tokenizer`, not both.")
+            warnings.warn(
+                "`tokenizer` is deprecated (removed from transformers v5); use `processing_class` instead.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            processing_class = tokenizer
+        self.args = to_hf_lightning_args(args if args is not None else TrainingArguments(output_dir="tmp_trainer"))
+        if self.args.full_determinism:
+            enable_full_determinism(self.args.seed)
+        else:
+            set_seed(self.args.seed)
+        logging.getLogger("transformers").setLevel(self.args.get_process_log_level())
+
+        if model is None:
+            if model_init is None:
+                raise RuntimeError("`Trainer` requires either a `model` or `model_init` argument")
+            self.model_init = model_init
+            model = self.call_model_init()
+        elif model_init is not None:
+            raise ValueError("`Trainer` requires either a `model` or `model_init` argument, but not both.")
+        else:
+            self.model_init = None
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
+        if model.__class__.__name__ in MODEL_MAPPING_NAMES:
+            raise ValueError(
+                f"The `model` you have picked ({model.__class__.__name__}) cannot be used as is for training: it only "
+                "computes hidden states and does not accept any labels. Choose a model with a head (AutoModelForXxx)."
+            )
+        self.model = model
+        self.model_wrapped = model
+        self._inspect_model()
+
+        self.data_collator = data_collator if data_collator is not None else self._default_collator(processing_class)
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.processing_class = processing_class
+        self.neftune_noise_alpha = self.args.neftune_noise_alpha
+        self.compute_loss_func = compute_loss_func
+        self.compute_metrics = compute_metrics
+        self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
+        self.optimizer, self.lr_scheduler = optimizers
+        self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
+        self._validate_args()
+
+        hf_callbacks, self.lightning_callbacks = split_callbacks(callbacks or [])
+        self.report_loggers = build_loggers(self.args)
+        self.callback_handler = CallbackHandler(
+            default_callbacks(self.args, self.report_loggers) + hf_callbacks,
+            self.model,
+            self.processing_class,
+            self.optimizer,
+            self.lr_scheduler,
+        )
+        self.add_callback(progress_callback(self.args))
+        if self.args.should_save:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+        self.control = TrainerControl()
+        self.state = TrainerState(
+            is_local_process_zero=self.is_local_process_zero(),
+            is_world_process_zero=self.is_world_process_zero(),
+            stateful_callbacks=self._stateful_callbacks(),
+        )
+        self.is_in_train = False
+        self.hp_name = None
+        self.hp_search_backend = None
+        self._trial = None
+        self.current_flos = 0
+        self._signature_columns: list[str] | None = None
+        self._train_batch_size = self.args.train_batch_size
+        self._created_lr_scheduler = False
+        self.lightning_trainer: pl.Trainer | None = None
+        self.lightning_module: HFLightningModule | None = None
+        self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
+        if getattr(self.model, "config", None) is not None:
+            self.model.config.use_cache = self.args.use_cache
+
+    # ---- construction helpers ----------------------------------------------------------------------
+
+    def _inspect_model(self) -> None:
+        """What HF learns from the model class: loss kwargs, label names, label shifting, label smoothing."""
+        model = self.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if hasattr(base, "accepts_loss_kwargs"):
+            self.model_accepts_loss_kwargs = base.accepts_loss_kwargs
+        else:
+            params = inspect.signature(base.forward).parameters.values()
+            self.model_accepts_loss_kwargs = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
+        default_label_names = find_labels(base.__class__)
+        self.label_names = default_label_names if self.args.label_names is None else self.args.label_names
+        self.can_return_loss = can_return_loss(base.__class__)
+        config = getattr(base, "config", None)
+        self._loss_shifts_labels = LOSS_MAPPING.get(getattr(base, "loss_type", None)) is ForCausalLMLoss and not (
+            getattr(config, "is_encoder_decoder", False)
+        )
+        self.label_smoother = None
+        if self.args.label_smoothing_factor != 0:
+            if getattr(config, "problem_type", None) == "multi_label_classification":
+                warnings.warn("Label smoothing is not compatible with multi-label classification.", UserWarning)
+            else:
+                self.label_smoother = LabelSmoother(epsilon=self.args.label_smoothing_factor)
+
+    @staticmethod
+    def _default_collator(processing_class: Any) -> Callable:
+        if isinstance(processing_class, (PreTrainedTokenizerBase, SequenceFeatureExtractor)):
+            return DataCollatorWithPadding(processing_class)
+        return default_data_collator
+
+    def _validate_args(self) -> None:
+        """HF's constructor checks, plus ours, all before any training starts."""
+        args = self.args
+        if args.batch_eval_metrics and self.compute_metrics is not None:
+            if "compute_result" not in inspect.signature(self.compute_metrics).parameters:
+                raise ValueError(
+                    "When using `batch_eval_metrics`, your `compute_metrics` function must take a `compute_result` "
+                    "boolean argument, set to True after the last batch of the eval set."
+                )
+        if args.eval_strategy != "no" and self.eval_dataset is None:
+            raise ValueError(
+                f"You have set `args.eval_strategy` to {args.eval_strategy} but you didn't pass an `eval_dataset` to "
+                "`Trainer`. Either set `args.eval_strategy` to `no` or pass an `eval_dataset`."
+            )
+        if (args.save_strategy == "best" or args.load_best_model_at_end) and args.metric_for_best_model is None:
+            raise ValueError(
+                "`args.metric_for_best_model` must be provided when using 'best' save_strategy or if "
+                "`args.load_best_model_at_end` is set to `True`."
+            )
+        if self.optimizer_cls_and_kwargs is not None and self.optimizer is not None:
+            raise RuntimeError("Passing both `optimizers` and `optimizer_cls_and_kwargs` arguments is incompatible.")
+        if self.model_init is not None and (self.optimizer is not None or self.lr_scheduler is not None):
+            raise RuntimeError(
+                "Passing a `model_init` is incompatible with providing the `optimizers` argument. Subclass `Trainer` "
+                "and override `create_optimizer_and_scheduler` instead."
+            )
+        if self.compute_metrics is not None and not callable(self.compute_metrics):
+            raise TypeError("`compute_metrics` must be callable (it receives an `EvalPrediction`).")
+        if not callable(self.data_collator):
+            raise TypeError("The `data_collator` should be a simple callable (function, class with `__call__`).")
+        for name in ("train_dataset", "eval_dataset"):
+            datasets = getattr(self, name)
+            for key, dataset in (datasets.items() if isinstance(datasets, dict) else [(None, datasets)]):
+                label = name if key is None else f"{name}[{key!r}]"
+                if dataset is not None and has_length(dataset) and len(dataset) == 0:
+                    raise ValueError(f"`{label}` is empty: it has no samples to train or evaluate on.")
+        if self.train_dataset is not None and not has_length(self.train_dataset) and args.max_steps <= 0:
+            raise ValueError(
+                "The `train_dataset` does not implement __len__, so the number of training steps cannot be inferred; "
+                "`max_steps` has to be specified."
+            )
+
+    def _stateful_callbacks(self) -> list:
+        return [cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)]
+
+    def call_model_init(self, trial: Any = None) -> nn.Module:
+        """Build the model with `model_init` (taking the trial when its signature asks for one)."""
+        n_args = len(inspect.signature(self.model_init).parameters)
+        model = self.model_init() if n_args == 0 else self.model_init(trial) if n_args == 1 else None
+        if model is None:
+            raise RuntimeError("`model_init` should have 0 or 1 argument and return a model.")
+        return model
+
+    # ---- callbacks -------------------------------------------------------------------------------------
+
+    def add_callback(self, callback: type[TrainerCallback] | TrainerCallback | pl.Callback) -> None:
+        """Add an HF callback (class or instance) or a Lightning callback."""
+        if isinstance(callback, pl.Callback) or (isinstance(callback, type) and issubclass(callback, pl.Callback)):
+            self.lightning_callbacks.append(callback() if isinstance(callback, type) else callback)
+        else:
+            self.callback_handler.add_callback(callback)
+
+    def pop_callback(self, callback: type[TrainerCallback] | TrainerCallback) -> TrainerCallback | None:
+        """Remove and return a callback (class: the first of that class)."""
+        return self.callback_handler.pop_callback(callback)
+
+    def remove_callback(self, callback: type[TrainerCallback] | TrainerCallback) -> None:
+        """Remove a callback (class: the first of that class)."""
+        self.callback_handler.remove_callback(callback)
+
+    def is_local_process_zero(self) -> bool:
+        return self.args.local_process_index == 0
+
+    def is_world_process_zero(self) -> bool:
+        return self.args.process_index == 0
+
+    # ---- data ----------------------------------------------------------------------------------------
+
+    def _set_signature_columns_if_needed(self) -> list[str]:
+        if self._signature_columns is None:
+            self._signature_columns = hf_data.signature_columns(self.model, self.label_names)
+        return self._signature_columns
+
+    def _get_dataloader(
+        self, dataset: Any, description: str, batch_size: int, sampler_fn: Callable | None, is_training: bool = False
+    ) -> torch.utils.data.DataLoader:
+        dataset, collator = hf_data.prepare_dataset_and_collator(
+            dataset,
+            self.data_collator,
+            self.args,
+            self._set_signature_columns_if_needed,
+            self.model.__class__.__name__,
+            description,
+        )
+        sampler = sampler_fn(dataset) if sampler_fn is not None else None
+        return hf_data.build_dataloader(
+            dataset,
+            batch_size,
+            collator,
+            sampler,
+            self.args,
+            is_training,
+            world_size=self.args.world_size if is_training else 1,
+            process_index=self.args.process_index if is_training else 0,
+        )
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return hf_data.train_sampler(dataset, self.args, self._train_batch_size, self.processing_class)
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """The training loader: HF's sampler, seed, collator and column removal. Overridable."""
+        if self.train_dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        return self._get_dataloader(
+            self.train_dataset, "Training", self._train_batch_size, self._get_train_sampler, is_training=True
+        )
+
+    def num_examples(self, dataloader: torch.utils.data.DataLoader) -> int:
+        try:
+            return len(dataloader.dataset)
+        except (NameError, AttributeError, TypeError):
+            return len(dataloader) * self.args.per_device_train_batch_size
+
+    # ---- optimisation ----------------------------------------------------------------------------------
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        return optimization.decay_parameter_names(model)
+
+    @staticmethod
+    def get_optimizer_cls_and_kwargs(args: Any, model: nn.Module | None = None) -> tuple[Any, Any]:
+        return optimization.optimizer_cls_and_kwargs(args, model)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """HF's optimiser (decay groups, `optim`, `optim_args`) unless one was given. Overridable."""
+        if self.optimizer is None:
+            model = self.model if model is None else model
+            self.optimizer = optimization.build_optimizer(
+                model, self.args, self.get_decay_parameter_names(model), self.optimizer_cls_and_kwargs
+            )
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        """HF's scheduler from `lr_scheduler_type` over `num_training_steps`, unless one was given. Overridable."""
+        if self.lr_scheduler is None:
+            self.lr_scheduler = optimization.build_scheduler(self.args, optimizer or self.optimizer, num_training_steps)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps=num_training_steps)
+
+    def _get_learning_rate(self) -> float:
+        return optimization.current_learning_rate(self.optimizer, self.lr_scheduler)
+
+    # ---- loss and step (HF's subclass contract) -----------------------------------------------------
+
+    def compute_loss(
+        self, model: nn.Module, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        """HF's loss: the model's own (with `num_items_in_batch` when it accepts loss kwargs), label smoothing,
+        or `compute_loss_func`. Overridable."""
+        if (self.label_smoother is not None or self.compute_loss_func is not None) and "labels" in inputs:
+            labels = inputs.pop("labels")
+        else:
+            labels = None
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
+        outputs = model(**inputs)
+        if self.compute_loss_func is not None:
+            loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        elif labels is not None:
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            shift = base._get_name() in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+            loss = self.label_smoother(outputs, labels, shift_labels=shift, num_items_in_batch=num_items_in_batch)
+        else:
+            if isinstance(outputs, dict) and "loss" not in outputs:
+                raise ValueError(
+                    "The model did not return a loss from the inputs, only the following keys: "
+                    f"{','.join(outputs.keys())}. For reference, the inputs it received are {','.join(inputs.keys())}."
+                )
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                raise ValueError(
+                    "The model must return its loss first (a scalar tensor, as the first element of a tuple or the "
+                    f"`loss` of a ModelOutput); got {type(loss).__name__}. Pass `labels` in the batch or a "
+                    "`compute_loss_func`."
+                )
+        world = self.args.world_size
+        if self.args.average_tokens_across_devices and (self.model_accepts_loss_kwargs or self.compute_loss_func):
+            if num_items_in_batch is not None and world > 1:
+                loss = loss * world
+        return (loss, outputs) if return_outputs else loss
+
+    def _prepare_inputs(self, inputs: Any) -> Any:
+        if isinstance(inputs, dict) and len(inputs) == 0:
+            raise ValueError("The batch received was empty, your model won't be able to train on it.")
+        return inputs
+
+    def training_step(self, model: nn.Module, inputs: dict, num_items_in_batch: Any = None) -> torch.Tensor:
+        """Forward and backward of one micro-batch with HF's gradient-accumulation scaling. Overridable."""
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        del inputs
+        steps = self.args.torch_empty_cache_steps
+        if steps is not None and self.state.global_step % steps == 0 and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if self.loss_is_scaled_for_ga is not None:
+            scaled = self.loss_is_scaled_for_ga
+        else:
+            scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
+                self.compute_loss_func is not None
+            )
+        if not scaled:
+            loss = loss / self.current_gradient_accumulation_steps
+        self.lightning_module.manual_backward_hf(loss)
+        return loss.detach()
+
+    def floating_point_ops(self, inputs: dict) -> int:
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        if isinstance(inputs, dict) and main_input in inputs and hasattr(self.model, "num_parameters"):
+            return 6 * inputs[main_input].numel() * self.model.num_parameters(exclude_embeddings=True)
+        return 0
+
+    def store_flos(self) -> None:
+        flos = self.current_flos
+        if self.lightning_trainer is not None and self.lightning_trainer.world_size > 1:
+            flos = float(self.lightning_trainer.strategy.reduce(torch.tensor(flos, dtype=torch.float64), "sum"))
+        self.state.total_flos += flos
+        self.current_flos = 0
+
+    # ---- logging ----------------------------------------------------------------------------------------
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Append to `state.log_history` (with `epoch` and `step`) and fire `on_log`, as HF does."""
+        if self.state.epoch is not None:
+            logs["epoch"] = self.state.epoch
+        if self.args.include_num_input_tokens_seen != "no":
+            logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen
+            if start_time is not None:
+                tokens = self.state.num_input_tokens_seen - self._initial_num_input_tokens_seen
+                logs.update(speed_metrics("train", start_time, num_tokens=tokens))
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
+
+    # ---- train -------------------------------------------------------------------------------------------
+
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+        **kwargs: Any,
+    ) -> TrainOutput:
+        """Train with HF semantics on a `lightning.Trainer`; returns HF's `TrainOutput`."""
+        if kwargs:
+            raise TypeError(f"train() got unexpected keyword arguments: {', '.join(kwargs)}.")
+        if resume_from_checkpoint is False:
+            resume_from_checkpoint = None
+        args = self.args
+        self.is_in_train = True
+        self._trial = trial
+        self._ignore_keys_for_eval = ignore_keys_for_eval
+        if self.model_init is not None:
+            enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
+            self.model = self.model_wrapped = self.call_model_init(trial)
+            self._inspect_model()
+            self.optimizer, self.lr_scheduler = None, None
+        resume_from_checkpoint = self._resolve_resume_checkpoint(resume_from_checkpoint)
+        if resume_from_checkpoint is not None:
+            self._load_from_checkpoint(resume_from_checkpoint)
+
+        train_dataloader = self.get_train_dataloader()
+        plan = self._step_plan(train_dataloader)
+        self._plan = plan
+        self.state = TrainerState(stateful_callbacks=self._stateful_callbacks())
+        self.state.is_hyper_param_search = trial is not None
+        self.state.train_batch_size = self._train_batch_size
+        self.state.compute_steps(args, plan["max_steps"])
+        epochs_trained, skip_batches = 0, 0
+        if resume_from_checkpoint is not None:
+            epochs_trained, skip_batches = self._restore_trainer_state(resume_from_checkpoint, plan)
+        self.state.init_training_references(self, plan["max_steps"], plan["num_train_epochs"], trial)
+        self._epochs_trained = epochs_trained
+
+        if self._created_lr_scheduler:
+            self.lr_scheduler, self._created_lr_scheduler = None, False
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps=plan["max_steps"])
+        if resume_from_checkpoint is not None:
+            self._load_optimizer_and_scheduler(resume_from_checkpoint)
+        for attr in ("model", "optimizer", "lr_scheduler"):
+            setattr(self.callback_handler, attr, getattr(self, attr))
+        self.callback_handler.train_dataloader = train_dataloader
+
+        window_loader = hf_data.AccumulationWindowLoader(
+            train_dataloader,
+            args.gradient_accumulation_steps,
+            self._count_items,
+            plan["steps_in_epoch"],
+            first_epoch=epochs_trained,
+        )
+        window_loader.skip_batches = skip_batches
+        if resume_from_checkpoint is not None and skip_batches > 0:
+            window_loader.on_skip_done = lambda: self._load_rng_state(resume_from_checkpoint)
+        self._resume_rng_checkpoint = resume_from_checkpoint if skip_batches == 0 else None
+        self.lightning_module = HFLightningModule(self.model, self)
+        self.lightning_trainer = self._build_lightning_trainer()
+        self._train_start_time = None
+        self.lightning_trainer.fit(self.lightning_module, train_dataloaders=window_loader)
+        self.is_in_train = False
+        return self._train_output
+
+    def _count_items(self, batches: list) -> Any:
+        if self.model_accepts_loss_kwargs or self.compute_loss_func is not None:
+            return hf_data.count_label_items(batches, self._loss_shifts_labels)
+        return None
+
+    def _step_plan(self, dataloader: torch.utils.data.DataLoader) -> dict[str, int]:
+        """HF's `set_initial_training_values`: step budget, epochs and nominal sample count."""
+        args = self.args
+        ga = args.gradient_accumulation_steps
+        max_steps = args.max_steps
+        total_batch_size = self._train_batch_size * ga * args.world_size
+        len_dataloader = len(dataloader) if has_length(dataloader) else None
+        if len_dataloader:
+            steps_per_epoch = max(len_dataloader // ga + int(len_dataloader % ga > 0), 1)
+            if args.max_steps > 0:
+                num_train_epochs = max_steps // steps_per_epoch + int(max_steps % steps_per_epoch > 0)
+                num_train_samples = max_steps * total_batch_size
+            else:
+                max_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
+                num_train_epochs = math.ceil(args.num_train_epochs)
+                num_train_samples = self.num_examples(dataloader) * args.num_train_epochs
+        elif args.max_steps > 0:
+            num_train_epochs = sys.maxsize
+            steps_per_epoch = max_steps
+            num_train_samples = args.max_steps * total_batch_size
+        else:
+            raise ValueError(
+                f"args.max_steps must be set to a positive value if dataloader does not have a length, was {max_steps}"
+            )
+        if max_steps <= 0:
+            raise ValueError(
+                "The training budget is zero optimizer steps: set `num_train_epochs` > 0 or `max_steps` > 0."
+            )
+        return {
+            "max_steps": max_steps,
+            "num_train_epochs": num_train_epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "num_train_samples": num_train_samples,
+            "steps_in_epoch": len_dataloader if len_dataloader is not None else max_steps * ga,
+        }
+
+    def _build_lightning_trainer(self) -> pl.Trainer:
+        kwargs = lightning_trainer_kwargs(self.args)
+        kwargs["callbacks"] = list(self.lightning_callbacks)
+        kwargs["logger"] = self.report_loggers or False
+        logging.getLogger("lightning.pytorch").setLevel(self.args.get_process_log_level())
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*treespec.*")
+            return pl.Trainer(**kwargs)
+
+    # ---- hooks called by HFLightningModule (the HF side of each Lightning event) ---------------------
+
+    def _on_loop_train_start(self) -> None:
+        args = self.args
+        self._train_start_time = time.time()
+        self._initial_num_input_tokens_seen = self.state.num_input_tokens_seen
+        self._initial_global_step = self.state.global_step
+        self._tr_loss = torch.tensor(0.0, device=self.lightning_module.device)
+        self._total_loss_scalar = 0.0
+        self._globalstep_last_logged = self.state.global_step
+        self._last_grad_norm = None
+        self._last_learning_rate = None
+        self.model.zero_grad()
+        self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
+        if args.eval_on_start:
+            self._evaluate(self._trial, self._ignore_keys_for_eval, skip_scheduler=True)
+
+    def _on_loop_epoch_start(self, lightning_epoch: int) -> None:
+        self._epoch = self._epochs_trained + lightning_epoch
+        if self._resume_rng_checkpoint is not None:
+            self._load_rng_state(self._resume_rng_checkpoint)
+            self._resume_rng_checkpoint = None
+        self._micro_step = -1
+        self._last_grad_norm = self._last_learning_rate = None
+        self.control = self.callback_handler.on_epoch_begin(self.args, self.state, self.control)
+
+    def _track_micro_batch(self, inputs: dict, loss: torch.Tensor) -> None:
+        args = self.args
+        if args.logging_nan_inf_filter and (torch.isnan(loss) or torch.isinf(loss)):
+            self._tr_loss += self._tr_loss / (1 + self.state.global_step - self._globalstep_last_logged)
+        else:
+            self._tr_loss += loss
+        self.current_flos += float(self.floating_point_ops(inputs))
+        self._track_num_input_tokens(inputs)
+
+    def _track_num_input_tokens(self, inputs: dict) -> None:
+        mode = self.args.include_num_input_tokens_seen
+        if mode == "no" or not isinstance(inputs, dict):
+            return
+        main_input_name = getattr(self.model, "main_input_name", "input_ids")
+        if main_input_name not in inputs:
+            return
+        if mode == "non_padding" and "attention_mask" in inputs:
+            tokens = inputs["attention_mask"].sum()
+        else:
+            tokens = torch.tensor(inputs[main_input_name].numel())
+        if self.lightning_trainer.world_size > 1:
+            tokens = self.lightning_trainer.strategy.reduce(tokens.to(self.lightning_module.device), "sum")
+        self.state.num_input_tokens_seen += int(tokens.item())
+
+    def _on_loop_step_end(self, grad_norm: Any, learning_rate: float) -> None:
+        self.state.global_step += 1
+        self.state.epoch = self._epoch + (self._micro_step + 1) / self._plan["steps_in_epoch"]
+        self._last_grad_norm, self._last_learning_rate = grad_norm, learning_rate
+        self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)
+        self._maybe_log_save_evaluate(grad_norm, learning_rate)
+        self._apply_stop_flags()
+
+    def _apply_stop_flags(self) -> None:
+        if self.control.should_training_stop:
+            self.lightning_trainer.should_stop = True
+
+    def _on_loop_epoch_end(self) -> None:
+        if self._micro_step < 0:
+            logger.warning("There seems not to be a single sample in your epoch_iterator, stopping training.")
+            self.control.should_training_stop = True
+        self.control = self.callback_handler.on_epoch_end(self.args, self.state, self.control)
+        self._maybe_log_save_evaluate(self._last_grad_norm, self._last_learning_rate)
+        if self._epoch + 1 >= self._plan["num_train_epochs"]:
+            self.control.should_training_stop = True
+        self._apply_stop_flags()
+
+    def _maybe_log_save_evaluate(self, grad_norm: Any, learning_rate: float | None) -> None:
+        """HF's step-boundary order: log, then evaluate (and decide the best), then save."""
+        if self.control.should_log and self.state.global_step > self._globalstep_last_logged:
+            tr_loss = self._tr_loss
+            if self.lightning_trainer.world_size > 1:
+                tr_loss = self.lightning_trainer.strategy.reduce(tr_loss.clone(), reduce_op="mean")
+            tr_loss_scalar = tr_loss.item()
+            self._tr_loss -= self._tr_loss
+            logs: dict[str, float] = {"loss": tr_loss_scalar / (self.state.global_step - self._globalstep_last_logged)}
+            if grad_norm is not None:
+                logs["grad_norm"] = grad_norm.item() if isinstance(grad_norm, torch.Tensor) else grad_norm
+            logs["learning_rate"] = learning_rate if learning_rate is not None else self._get_learning_rate()
+            self._total_loss_scalar += tr_loss_scalar
+            self._globalstep_last_logged = self.state.global_step
+            self.store_flos()
+            self.log(logs, self._train_start_time)
+        metrics = None
+        if self.control.should_evaluate:
+            metrics = self._evaluate(self._trial, self._ignore_keys_for_eval)
+            is_new_best = self._determine_best_metric(metrics, self._trial)
+            if self.args.save_strategy == "best":
+                self.control.should_save = is_new_best
+        if self.control.should_save:
+            self._save_checkpoint(self.model, self._trial)
+            self.control = self.callback_handler.on_save(self.args, self.state, self.control)
+
+    def _on_loop_train_end(self) -> None:
+        self._total_loss_scalar += self._tr_loss.item()
+        steps = self.state.global_step - self._initial_global_step
+        train_loss = self._total_loss_scalar / max(steps, 0.001)
+        metrics = speed_metrics(
+            "train",
+            self._train_start_time,
+            num_samples=self._plan["num_train_samples"] * steps / max(self.state.max_steps, 1),
+            num_steps=steps,
+        )
+        self.store_flos()
+        metrics["total_flos"] = self.state.total_flos
+        metrics["train_loss"] = train_loss
+        self.log(metrics)
+        self._finish_best_model_and_rotation()
+        self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
+        self._train_output = TrainOutput(self.state.global_step, train_loss, metrics)

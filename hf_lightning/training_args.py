@@ -1,0 +1,454 @@
+"""`TrainingArguments` for hf_lightning: Hugging Face's arguments plus Lightning fields and v4 aliases.
+
+Every field of `transformers.TrainingArguments` keeps its name, default and validation. On top of that:
+
+* Lightning fields (`accelerator`, `devices`, `num_nodes`, `strategy`, `precision`, `plugins`) whose defaults let
+  Lightning decide;
+* transformers v4 names (`evaluation_strategy`, `warmup_ratio`, `no_cuda`, ...) accepted with a `FutureWarning`
+  and translated to their v5 meaning;
+* extra validation of values transformers lets through but that would only fail (or misbehave) during training.
+"""
+
+import copy
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Union
+
+import torch
+import transformers
+from transformers.trainer_pt_utils import AcceleratorConfig
+from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy, SchedulerType
+from transformers.training_args import OptimizerNames
+
+__all__ = ["TrainingArguments", "lightning_accelerator", "lightning_precision", "to_hf_lightning_args"]
+
+# v4 names accepted for backward compatibility; omitted from `to_dict()` while they are None.
+LEGACY_FIELDS: tuple[str, ...] = (
+    "evaluation_strategy",
+    "overwrite_output_dir",
+    "warmup_ratio",
+    "logging_dir",
+    "save_safetensors",
+    "jit_mode_eval",
+    "use_ipex",
+    "fp16_opt_level",
+    "fp16_backend",
+    "half_precision_backend",
+    "no_cuda",
+    "per_gpu_train_batch_size",
+    "per_gpu_eval_batch_size",
+    "group_by_length",
+    "include_inputs_for_metrics",
+)
+
+# v4 names that are accepted but have no effect in v5: name -> what to use instead.
+_IGNORED_LEGACY = {
+    "jit_mode_eval": "`torch_compile`",
+    "use_ipex": "`torch_compile` or the Lightning `accelerator`",
+    "fp16_opt_level": "`fp16`/`bf16` or `precision` (torch.amp only)",
+    "fp16_backend": "`fp16`/`bf16` or `precision` (torch.amp only)",
+    "half_precision_backend": "`fp16`/`bf16` or `precision` (torch.amp only)",
+}
+
+_ENUM_FIELDS = {
+    "optim": OptimizerNames,
+    "lr_scheduler_type": SchedulerType,
+    "eval_strategy": IntervalStrategy,
+    "logging_strategy": IntervalStrategy,
+    "save_strategy": SaveStrategy,
+    "hub_strategy": HubStrategy,
+}
+
+# Accelerator names Lightning knows without consulting its registry.
+_KNOWN_ACCELERATORS = frozenset({"auto", "cpu", "gpu", "cuda", "mps", "tpu"})
+_FP16_PRECISIONS = frozenset({"16-mixed", "16-true", "transformer-engine-float16"})
+_BF16_PRECISIONS = frozenset({"bf16-mixed", "bf16-true", "transformer-engine"})
+
+
+def _legacy(help_text: str, flag: bool = False) -> Any:
+    """A deprecated v4 field defaulting to None; `flag=True` also accepts a bare `--flag` on the command line."""
+    metadata: dict[str, Any] = {"help": f"Deprecated (transformers v4): {help_text}"}
+    if flag:
+        metadata.update(nargs="?", const=True)
+    return field(default=None, metadata=metadata)
+
+
+def _hf_default(name: str) -> Any:
+    """The default of a `transformers.TrainingArguments` field."""
+    for f in dataclasses.fields(transformers.TrainingArguments):
+        if f.name == name:
+            return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    raise KeyError(name)
+
+
+def _enum_value(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def _serialisable(value: Any) -> Any:
+    """JSON-friendly form of a Lightning field: objects become their class name."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_serialisable(v) for v in value]
+    return type(value).__name__
+
+
+def _parse_devices(value: Any) -> str | int | list[int]:
+    """Normalise `devices`: "auto", "2" -> 2, "0,1" -> [0, 1]."""
+    if isinstance(value, str):
+        text = value.strip().strip("[]").strip()
+        if text in ("", "auto"):
+            return "auto"
+        try:
+            parsed: Any = [int(p) for p in text.split(",") if p.strip()] if "," in text else int(text)
+        except ValueError:
+            raise ValueError(
+                f"`devices` must be 'auto', an int or a comma-separated list of ints, got {value!r}"
+            ) from None
+        return _parse_devices(parsed)
+    if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
+        raise ValueError(f"`devices` must be 'auto', an int or a list of ints, got {value!r}")
+    if isinstance(value, int):
+        if value == 0 or value < -1:
+            raise ValueError(f"`devices` must be a positive int or -1 (all devices), got {value}")
+        return value
+    ids = list(value)
+    if not ids or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+        raise ValueError(f"`devices` as a list must hold non-negative device indices, got {value!r}")
+    return ids
+
+
+@dataclass
+class TrainingArguments(transformers.TrainingArguments):
+    """`transformers.TrainingArguments` plus Lightning fields and transformers v4 aliases."""
+
+    # --- Lightning ---
+    # Union order matters for HfArgumentParser: `None` then `str` makes the CLI parse the value as a string.
+    accelerator: Union[None, str, Any] = field(
+        default="auto",
+        metadata={"help": "Lightning accelerator: 'auto', 'cpu', 'gpu', 'cuda', 'mps', 'tpu' (or an Accelerator)."},
+    )
+    devices: Union[None, str, int, list[int]] = field(
+        default="auto",
+        metadata={"help": "Lightning devices: 'auto', a count ('2', '-1' for all) or device ids ('0,1')."},
+    )
+    num_nodes: int = field(default=1, metadata={"help": "Number of nodes for distributed training (Lightning)."})
+    strategy: Union[None, str, Any] = field(
+        default="auto",
+        metadata={"help": "Lightning strategy: 'auto', 'ddp', 'fsdp', 'deepspeed', ... or a `Strategy` object."},
+    )
+    precision: Union[None, str] = field(
+        default=None,
+        metadata={
+            "help": "Lightning precision, e.g. '32-true', '16-mixed', 'bf16-mixed'. Unset: derived from `fp16`/`bf16`."
+        },
+    )
+    plugins: Union[None, str, Any] = field(
+        default=None, metadata={"help": "Lightning plugins (an object, a registered name, or a list of them)."}
+    )
+
+    # --- transformers v4 names (deprecated; translated in __post_init__) ---
+    evaluation_strategy: Union[IntervalStrategy, str, None] = _legacy("use `eval_strategy`.")
+    overwrite_output_dir: Union[bool, None] = _legacy("overwrite the output directory (kept as is).", flag=True)
+    warmup_ratio: Union[float, None] = _legacy("warmup steps = ceil(ratio * total steps); use `warmup_steps`.")
+    logging_dir: Union[str, None] = _legacy("TensorBoard dir; use env `TENSORBOARD_LOGGING_DIR`.")
+    save_safetensors: Union[bool, None] = _legacy("v5 always saves safetensors.", flag=True)
+    jit_mode_eval: Union[bool, None] = _legacy("ignored; use `torch_compile`.", flag=True)
+    use_ipex: Union[bool, None] = _legacy("ignored.", flag=True)
+    fp16_opt_level: Union[str, None] = _legacy("ignored (apex).")
+    fp16_backend: Union[str, None] = _legacy("ignored; torch.amp is always used.")
+    half_precision_backend: Union[str, None] = _legacy("ignored; torch.amp is always used.")
+    no_cuda: Union[bool, None] = _legacy("use `use_cpu`.", flag=True)
+    per_gpu_train_batch_size: Union[int, None] = _legacy("use `per_device_train_batch_size`.")
+    per_gpu_eval_batch_size: Union[int, None] = _legacy("use `per_device_eval_batch_size`.")
+    group_by_length: Union[bool, None] = _legacy("use `train_sampling_strategy='group_by_length'`.", flag=True)
+    include_inputs_for_metrics: Union[bool, None] = _legacy("use `include_for_metrics=['inputs']`.", flag=True)
+
+    def __post_init__(self) -> None:
+        self._translate_legacy()
+        self._check_lightning_fields()
+        self._check_values()
+        super().__post_init__()
+
+    # --- v4 compatibility ---
+
+    @staticmethod
+    def _warn(old: str, new: str) -> None:
+        warnings.warn(
+            f"`{old}` is a transformers v4 argument and is deprecated; use {new} instead.", FutureWarning, stacklevel=5
+        )
+
+    def _translate_legacy(self) -> None:
+        if self.evaluation_strategy is not None:
+            self._warn("evaluation_strategy", "`eval_strategy`")
+            old = _enum_value(self.evaluation_strategy)
+            current = _enum_value(self.eval_strategy)
+            if current != _hf_default("eval_strategy") and current != old:
+                raise ValueError(
+                    f"Both `evaluation_strategy`={old!r} and `eval_strategy`={current!r} were given; "
+                    "use only `eval_strategy`."
+                )
+            self.eval_strategy = old
+
+        if self.overwrite_output_dir is not None:
+            self._warn("overwrite_output_dir", "a fresh `output_dir` (v5 has no such argument; the value is kept)")
+
+        if self.warmup_ratio is not None:
+            self._warn("warmup_ratio", "`warmup_steps` (a float < 1 is a ratio in v5)")
+            if not 0 <= self.warmup_ratio <= 1:
+                raise ValueError(f"`warmup_ratio` must be in [0, 1], got {self.warmup_ratio}")
+            if self.warmup_steps != 0:
+                raise ValueError(
+                    f"Both `warmup_ratio`={self.warmup_ratio} and `warmup_steps`={self.warmup_steps} were given; "
+                    "use only `warmup_steps`."
+                )
+
+        if self.logging_dir is not None:
+            self._warn("logging_dir", "the `TENSORBOARD_LOGGING_DIR` environment variable (the value is kept)")
+
+        if self.save_safetensors is not None:
+            if self.save_safetensors:
+                self._warn("save_safetensors", "nothing (transformers v5 always saves safetensors)")
+            else:
+                self._warn("save_safetensors=False", "nothing: transformers v5 always writes safetensors")
+
+        for name, new in _IGNORED_LEGACY.items():
+            if getattr(self, name) is not None:
+                self._warn(name, f"{new}; the value is ignored")
+
+        if self.no_cuda is not None:
+            self._warn("no_cuda", "`use_cpu`")
+            if self.use_cpu and not self.no_cuda:
+                raise ValueError("`no_cuda`=False contradicts `use_cpu`=True; use only `use_cpu`.")
+            self.use_cpu = bool(self.no_cuda)
+
+        for split in ("train", "eval"):
+            old_name, new_name = f"per_gpu_{split}_batch_size", f"per_device_{split}_batch_size"
+            old, current = getattr(self, old_name), getattr(self, new_name)
+            if old is None:
+                continue
+            self._warn(old_name, f"`{new_name}`")
+            if current != _hf_default(new_name) and current != old:
+                raise ValueError(
+                    f"Both `{old_name}`={old} and `{new_name}`={current} were given; use only `{new_name}`."
+                )
+            setattr(self, new_name, old)
+
+        if self.group_by_length is not None:
+            self._warn("group_by_length", "`train_sampling_strategy='group_by_length'`")
+            if self.group_by_length:
+                current = self.train_sampling_strategy
+                if current not in (_hf_default("train_sampling_strategy"), "group_by_length"):
+                    raise ValueError(
+                        f"`group_by_length`=True conflicts with `train_sampling_strategy`={current!r}; "
+                        "use only `train_sampling_strategy`."
+                    )
+                self.train_sampling_strategy = "group_by_length"
+
+        if self.include_inputs_for_metrics is not None:
+            self._warn("include_inputs_for_metrics", "`include_for_metrics=['inputs']`")
+            if self.include_inputs_for_metrics and "inputs" not in (self.include_for_metrics or []):
+                self.include_for_metrics = [*(self.include_for_metrics or []), "inputs"]
+
+    # --- validation ---
+
+    def _check_lightning_fields(self) -> None:
+        if self.accelerator is None:
+            self.accelerator = "auto"
+        if isinstance(self.accelerator, str):
+            self.accelerator = self.accelerator.lower()
+            if self.accelerator not in _KNOWN_ACCELERATORS:
+                from lightning.pytorch.accelerators import AcceleratorRegistry
+
+                if self.accelerator not in AcceleratorRegistry.available_accelerators():
+                    raise ValueError(
+                        f"Unknown `accelerator`={self.accelerator!r}; expected one of "
+                        f"{sorted(_KNOWN_ACCELERATORS | set(AcceleratorRegistry.available_accelerators()))}."
+                    )
+            if self.use_cpu and self.accelerator not in ("auto", "cpu"):
+                raise ValueError(f"`use_cpu`=True contradicts `accelerator`={self.accelerator!r}.")
+        else:
+            from lightning.pytorch.accelerators import Accelerator
+
+            if not isinstance(self.accelerator, Accelerator):
+                raise ValueError(f"`accelerator` must be a name or an Accelerator, got {self.accelerator!r}")
+
+        self.devices = _parse_devices("auto" if self.devices is None else self.devices)
+        if isinstance(self.num_nodes, bool) or not isinstance(self.num_nodes, int) or self.num_nodes < 1:
+            raise ValueError(f"`num_nodes` must be an int >= 1, got {self.num_nodes!r}")
+
+        if self.strategy is None:
+            self.strategy = "auto"
+        if isinstance(self.strategy, str):
+            self.strategy = self.strategy.lower()
+            if self.strategy != "auto":
+                from lightning.pytorch.strategies import StrategyRegistry
+
+                if self.strategy not in StrategyRegistry.available_strategies():
+                    raise ValueError(
+                        f"Unknown `strategy`={self.strategy!r}; expected 'auto', a registered name "
+                        f"({', '.join(StrategyRegistry.available_strategies()[:6])}, ...) or a Strategy object."
+                    )
+        else:
+            from lightning.pytorch.strategies import Strategy
+
+            if not isinstance(self.strategy, Strategy):
+                raise ValueError(f"`strategy` must be a name or a Lightning Strategy, got {self.strategy!r}")
+
+        if self.precision is not None:
+            self.precision = _normalise_precision(self.precision)
+            if self.fp16 and self.precision not in _FP16_PRECISIONS:
+                raise ValueError(f"`fp16`=True contradicts `precision`={self.precision!r}.")
+            if self.bf16 and self.precision not in _BF16_PRECISIONS:
+                raise ValueError(f"`bf16`=True contradicts `precision`={self.precision!r}.")
+
+    def _check_values(self) -> None:
+        for name, enum_cls in _ENUM_FIELDS.items():
+            value = getattr(self, name)
+            try:
+                enum_cls(value)
+            except ValueError:
+                choices = [e.value for e in enum_cls]
+                raise ValueError(f"Unknown `{name}`={value!r}; expected one of {choices}.") from None
+
+        def require(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"`{name}` must be {rule}, got {getattr(self, name)!r}")
+
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            require(getattr(self, name) >= 1, name, ">= 1")
+        for name in ("learning_rate", "num_train_epochs", "weight_decay", "adam_epsilon", "eval_delay"):
+            require(getattr(self, name) >= 0, name, ">= 0")
+        for name in ("adam_beta1", "adam_beta2"):
+            require(0 <= getattr(self, name) < 1, name, "in [0, 1)")
+        require(self.max_grad_norm is None or self.max_grad_norm >= 0, "max_grad_norm", ">= 0 (0 disables clipping)")
+        require(0 <= self.label_smoothing_factor <= 1, "label_smoothing_factor", "in [0, 1]")
+        require(self.dataloader_num_workers >= 0, "dataloader_num_workers", ">= 0")
+        require(self.save_total_limit is None or self.save_total_limit >= 0, "save_total_limit", ">= 0")
+        require(
+            self.eval_accumulation_steps is None or self.eval_accumulation_steps >= 1, "eval_accumulation_steps", ">= 1"
+        )
+        # A strategy of "steps" needs a positive interval (logging_steps=0 and eval_steps=0/None are HF's business:
+        # the first is HF's error, the second falls back to logging_steps).
+        if _enum_value(self.logging_strategy) == "steps":
+            require(self.logging_steps >= 0, "logging_steps", "> 0 when logging_strategy='steps'")
+        if _enum_value(self.eval_strategy) == "steps" and self.eval_steps is not None:
+            require(self.eval_steps >= 0, "eval_steps", "> 0 when eval_strategy='steps'")
+        if _enum_value(self.save_strategy) == "steps":
+            require(self.save_steps > 0, "save_steps", "> 0 when save_strategy='steps'")
+        sampling = next(f for f in dataclasses.fields(self) if f.name == "train_sampling_strategy")
+        choices = sampling.metadata.get("choices")
+        if choices:
+            require(self.train_sampling_strategy in choices, "train_sampling_strategy", f"one of {choices}")
+
+    # --- behaviour ---
+
+    def get_warmup_steps(self, num_training_steps: int) -> int:
+        """Warmup steps; the v4 `warmup_ratio` (if set) means `ceil(num_training_steps * warmup_ratio)`."""
+        if self.warmup_ratio is not None:
+            return math.ceil(num_training_steps * self.warmup_ratio)
+        return super().get_warmup_steps(num_training_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """HF's `to_dict`, minus unset v4 names, with Lightning objects replaced by their class names."""
+        d = super().to_dict()
+        for name in LEGACY_FIELDS:
+            if d.get(name) is None:
+                d.pop(name, None)
+        for name in ("accelerator", "strategy", "plugins"):
+            d[name] = _serialisable(d[name])
+        return d
+
+    def __str__(self) -> str:
+        # HF's __str__ uses `asdict`, which deep-copies Lightning objects such as a Strategy; avoid that.
+        d = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if not (f.name in LEGACY_FIELDS and getattr(self, f.name) is None)
+        }
+        d = {k: f"<{k.upper()}>" if k.endswith("_token") else v for k, v in d.items()}
+        attrs = "".join(f"{k}={v},\n" for k, v in sorted(d.items()))
+        return f"{self.__class__.__name__}(\n{attrs})"
+
+    __repr__ = __str__
+
+
+def _normalise_precision(value: Any) -> str:
+    """Validate a Lightning precision string and resolve aliases ("bf16" -> "bf16-mixed")."""
+    from typing import get_args
+
+    from lightning.fabric.plugins.precision.precision import (
+        _PRECISION_INPUT_STR,
+        _PRECISION_INPUT_STR_ALIAS_CONVERSION,
+    )
+
+    text = str(value).strip().lower()
+    text = _PRECISION_INPUT_STR_ALIAS_CONVERSION.get(text, text)
+    allowed = get_args(_PRECISION_INPUT_STR)
+    if text not in allowed:
+        raise ValueError(f"Unknown `precision`={value!r}; expected one of {list(allowed)}.")
+    return text
+
+
+def to_hf_lightning_args(args: transformers.TrainingArguments) -> TrainingArguments:
+    """Convert a `transformers.TrainingArguments` into hf_lightning's subclass (ours are returned unchanged)."""
+    if isinstance(args, TrainingArguments):
+        return args
+    if not isinstance(args, transformers.TrainingArguments):
+        raise TypeError(f"Expected a transformers.TrainingArguments, got {type(args).__name__}")
+    ours = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    kwargs: dict[str, Any] = {}
+    dropped = []
+    for f in dataclasses.fields(args):
+        if not f.init:
+            continue
+        if f.name not in ours:
+            dropped.append(f.name)
+            continue
+        value = getattr(args, f.name)
+        # Don't share mutable state: HF's device setup pops keys from `accelerator_config`.
+        kwargs[f.name] = copy.deepcopy(value) if isinstance(value, (list, dict, AcceleratorConfig)) else value
+    if dropped:
+        warnings.warn(
+            f"Fields of {type(args).__name__} not known to hf_lightning were dropped: {dropped}", stacklevel=2
+        )
+    return TrainingArguments(**kwargs)
+
+
+def lightning_accelerator(args: transformers.TrainingArguments) -> Any:
+    """The Lightning `accelerator`: "cpu" when `use_cpu` is set, else `args.accelerator` (default "auto")."""
+    if args.use_cpu:
+        return "cpu"
+    return getattr(args, "accelerator", "auto")
+
+
+def _runs_on_cpu(args: transformers.TrainingArguments) -> bool:
+    accelerator = lightning_accelerator(args)
+    if accelerator == "cpu":
+        return True
+    if accelerator in ("auto", "gpu", "cuda") and not torch.cuda.is_available():
+        return not (accelerator != "cuda" and torch.backends.mps.is_available())
+    return False
+
+
+def lightning_precision(args: transformers.TrainingArguments) -> str:
+    """The Lightning `precision`: `args.precision`, else "16-mixed" (fp16), "bf16-mixed" (bf16) or "32-true"."""
+    precision = getattr(args, "precision", None)
+    if precision is not None:
+        precision = _normalise_precision(precision)
+    elif args.fp16:
+        precision = "16-mixed"
+    elif args.bf16:
+        precision = "bf16-mixed"
+    else:
+        precision = "32-true"
+    if precision == "16-mixed" and _runs_on_cpu(args):
+        raise ValueError(
+            "`fp16` mixed precision (precision='16-mixed') was requested but the run is on CPU "
+            "(`use_cpu` or no CUDA); Lightning would silently switch to bf16. Use `bf16` or drop `fp16`."
+        )
+    return precision
