@@ -76,7 +76,10 @@ def num_eval_samples(loader: DataLoader, observed: int) -> int:
 
 
 class Gatherer:
-    """Gathers each batch's tensors from all ranks (global order) and drops the samples past the dataset end."""
+    """Gathers each batch's tensors from all ranks (global order) and drops the rows past the dataset end.
+
+    Like accelerate's `gather_for_metrics`, this also trims the last batch's per-sample losses, which HF
+    repeats `eval_batch_size` times even when the batch is short."""
 
     def __init__(self, args: Any, loader: DataLoader) -> None:
         self.world, _ = _world()
@@ -103,13 +106,13 @@ class Gatherer:
         return out
 
     def __call__(self, tensor: Any) -> Any:
-        if self.world <= 1:
-            return tensor
         if isinstance(tensor, (list, tuple, dict)):
             return _nested(tensor, self)
-        parts = [torch.empty_like(tensor) for _ in range(self.world)]
-        dist.all_gather(parts, tensor.contiguous())
-        gathered = torch.cat(parts, dim=0)
+        gathered = tensor
+        if self.world > 1:
+            parts = [torch.empty_like(tensor) for _ in range(self.world)]
+            dist.all_gather(parts, tensor.contiguous())
+            gathered = torch.cat(parts, dim=0)
         if self.limit is None:
             return gathered
         slot = self.call
@@ -117,7 +120,7 @@ class Gatherer:
         seen = self.seen.get(slot, 0)
         keep = max(0, min(gathered.shape[0], self.limit - seen))
         self.seen[slot] = seen + gathered.shape[0]
-        return gathered[:keep]
+        return gathered if keep == gathered.shape[0] else gathered[:keep]
 
     def finish(self) -> None:
         self.seen.clear()

@@ -25,32 +25,15 @@ from transformers.training_args import OptimizerNames
 
 __all__ = ["TrainingArguments", "lightning_accelerator", "lightning_precision", "to_hf_lightning_args"]
 
-# v4 names accepted for backward compatibility; omitted from `to_dict()` while they are None.
-LEGACY_FIELDS: tuple[str, ...] = (
-    "evaluation_strategy",
-    "overwrite_output_dir",
-    "warmup_ratio",
-    "logging_dir",
-    "save_safetensors",
-    "jit_mode_eval",
-    "use_ipex",
-    "fp16_opt_level",
-    "fp16_backend",
-    "half_precision_backend",
-    "no_cuda",
-    "per_gpu_train_batch_size",
-    "per_gpu_eval_batch_size",
-    "group_by_length",
-    "include_inputs_for_metrics",
-)
+_LEGACY_HELP = "Deprecated (transformers v4): "
 
 # v4 names that are accepted but have no effect in v5: name -> what to use instead.
 _IGNORED_LEGACY = {
     "jit_mode_eval": "`torch_compile`",
     "use_ipex": "`torch_compile` or the Lightning `accelerator`",
-    "fp16_opt_level": "`fp16`/`bf16` or `precision` (torch.amp only)",
-    "fp16_backend": "`fp16`/`bf16` or `precision` (torch.amp only)",
-    "half_precision_backend": "`fp16`/`bf16` or `precision` (torch.amp only)",
+    "fp16_opt_level": "`fp16`/`bf16` or `precision` (torch.amp is always used)",
+    "fp16_backend": "`fp16`/`bf16` or `precision` (torch.amp is always used)",
+    "half_precision_backend": "`fp16`/`bf16` or `precision` (torch.amp is always used)",
 }
 
 _ENUM_FIELDS = {
@@ -70,7 +53,7 @@ _BF16_PRECISIONS = frozenset({"bf16-mixed", "bf16-true", "transformer-engine"})
 
 def _legacy(help_text: str, flag: bool = False) -> Any:
     """A deprecated v4 field defaulting to None; `flag=True` also accepts a bare `--flag` on the command line."""
-    metadata: dict[str, Any] = {"help": f"Deprecated (transformers v4): {help_text}"}
+    metadata: dict[str, Any] = {"help": _LEGACY_HELP + help_text}
     if flag:
         metadata.update(nargs="?", const=True)
     return field(default=None, metadata=metadata)
@@ -177,14 +160,12 @@ class TrainingArguments(transformers.TrainingArguments):
     # --- v4 compatibility ---
 
     @staticmethod
-    def _warn(old: str, new: str) -> None:
-        warnings.warn(
-            f"`{old}` is a transformers v4 argument and is deprecated; use {new} instead.", FutureWarning, stacklevel=5
-        )
+    def _warn(old: str, advice: str) -> None:
+        warnings.warn(f"`{old}` is a deprecated transformers v4 argument: {advice}", FutureWarning, stacklevel=5)
 
     def _translate_legacy(self) -> None:
         if self.evaluation_strategy is not None:
-            self._warn("evaluation_strategy", "`eval_strategy`")
+            self._warn("evaluation_strategy", "use `eval_strategy` instead.")
             old = _enum_value(self.evaluation_strategy)
             current = _enum_value(self.eval_strategy)
             if current != _hf_default("eval_strategy") and current != old:
@@ -195,10 +176,10 @@ class TrainingArguments(transformers.TrainingArguments):
             self.eval_strategy = old
 
         if self.overwrite_output_dir is not None:
-            self._warn("overwrite_output_dir", "a fresh `output_dir` (v5 has no such argument; the value is kept)")
+            self._warn("overwrite_output_dir", "v5 has no such argument (use a fresh `output_dir`); the value is kept.")
 
         if self.warmup_ratio is not None:
-            self._warn("warmup_ratio", "`warmup_steps` (a float < 1 is a ratio in v5)")
+            self._warn("warmup_ratio", "use `warmup_steps` instead (a float < 1 is a ratio there).")
             if not 0 <= self.warmup_ratio <= 1:
                 raise ValueError(f"`warmup_ratio` must be in [0, 1], got {self.warmup_ratio}")
             if self.warmup_steps != 0:
@@ -208,20 +189,18 @@ class TrainingArguments(transformers.TrainingArguments):
                 )
 
         if self.logging_dir is not None:
-            self._warn("logging_dir", "the `TENSORBOARD_LOGGING_DIR` environment variable (the value is kept)")
+            self._warn("logging_dir", "set env `TENSORBOARD_LOGGING_DIR` instead; the value is kept.")
 
         if self.save_safetensors is not None:
-            if self.save_safetensors:
-                self._warn("save_safetensors", "nothing (transformers v5 always saves safetensors)")
-            else:
-                self._warn("save_safetensors=False", "nothing: transformers v5 always writes safetensors")
+            note = "drop it." if self.save_safetensors else "`save_safetensors=False` is ignored."
+            self._warn("save_safetensors", f"transformers v5 always writes safetensors; {note}")
 
         for name, new in _IGNORED_LEGACY.items():
             if getattr(self, name) is not None:
-                self._warn(name, f"{new}; the value is ignored")
+                self._warn(name, f"it is ignored; use {new} instead.")
 
         if self.no_cuda is not None:
-            self._warn("no_cuda", "`use_cpu`")
+            self._warn("no_cuda", "use `use_cpu` instead.")
             if self.use_cpu and not self.no_cuda:
                 raise ValueError("`no_cuda`=False contradicts `use_cpu`=True; use only `use_cpu`.")
             self.use_cpu = bool(self.no_cuda)
@@ -231,7 +210,7 @@ class TrainingArguments(transformers.TrainingArguments):
             old, current = getattr(self, old_name), getattr(self, new_name)
             if old is None:
                 continue
-            self._warn(old_name, f"`{new_name}`")
+            self._warn(old_name, f"use `{new_name}` instead.")
             if current != _hf_default(new_name) and current != old:
                 raise ValueError(
                     f"Both `{old_name}`={old} and `{new_name}`={current} were given; use only `{new_name}`."
@@ -239,7 +218,7 @@ class TrainingArguments(transformers.TrainingArguments):
             setattr(self, new_name, old)
 
         if self.group_by_length is not None:
-            self._warn("group_by_length", "`train_sampling_strategy='group_by_length'`")
+            self._warn("group_by_length", "use `train_sampling_strategy='group_by_length'` instead.")
             if self.group_by_length:
                 current = self.train_sampling_strategy
                 if current not in (_hf_default("train_sampling_strategy"), "group_by_length"):
@@ -250,7 +229,7 @@ class TrainingArguments(transformers.TrainingArguments):
                 self.train_sampling_strategy = "group_by_length"
 
         if self.include_inputs_for_metrics is not None:
-            self._warn("include_inputs_for_metrics", "`include_for_metrics=['inputs']`")
+            self._warn("include_inputs_for_metrics", "use `include_for_metrics=['inputs']` instead.")
             if self.include_inputs_for_metrics and "inputs" not in (self.include_for_metrics or []):
                 self.include_for_metrics = [*(self.include_for_metrics or []), "inputs"]
 
@@ -375,6 +354,12 @@ class TrainingArguments(transformers.TrainingArguments):
         return f"{self.__class__.__name__}(\n{attrs})"
 
     __repr__ = __str__
+
+
+LEGACY_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(TrainingArguments) if f.metadata.get("help", "").startswith(_LEGACY_HELP)
+)
+"""The v4 names accepted for backward compatibility; `to_dict()` omits them while they are None."""
 
 
 def _normalise_precision(value: Any) -> str:
