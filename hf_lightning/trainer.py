@@ -49,6 +49,11 @@ from hf_lightning.translation import lightning_trainer_kwargs
 
 logger = logging.getLogger(__name__)
 
+# Headless base models (BertModel, LlamaModel ...) return hidden states, never a loss.
+_BASE_MODEL_CLASS_NAMES = {
+    name for value in MODEL_MAPPING_NAMES.values() for name in ((value,) if isinstance(value, str) else value)
+}
+
 
 class Trainer(EvaluationMixin, CheckpointMixin):
     """Drop-in replacement for `transformers.Trainer` whose training loop is run by Lightning."""
@@ -99,7 +104,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             self.model_init = None
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
-        if model.__class__.__name__ in MODEL_MAPPING_NAMES:
+        if model.__class__.__name__ in _BASE_MODEL_CLASS_NAMES:
             raise ValueError(
                 f"The `model` you have picked ({model.__class__.__name__}) cannot be used as is for training: it only "
                 "computes hidden states and does not accept any labels. Choose a model with a head (AutoModelForXxx)."
