@@ -178,7 +178,9 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         self.label_smoother = None
         if self.args.label_smoothing_factor != 0:
             if getattr(config, "problem_type", None) == "multi_label_classification":
-                warnings.warn("Label smoothing is not compatible with multi-label classification.", UserWarning)
+                warnings.warn(
+                    "Label smoothing is not compatible with multi-label classification.", UserWarning, stacklevel=2
+                )
             else:
                 self.label_smoother = LabelSmoother(epsilon=self.args.label_smoothing_factor)
 
@@ -220,7 +222,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             raise TypeError("The `data_collator` should be a simple callable (function, class with `__call__`).")
         for name in ("train_dataset", "eval_dataset"):
             datasets = getattr(self, name)
-            for key, dataset in (datasets.items() if isinstance(datasets, dict) else [(None, datasets)]):
+            for key, dataset in datasets.items() if isinstance(datasets, dict) else [(None, datasets)]:
                 label = name if key is None else f"{name}[{key!r}]"
                 if dataset is not None and has_length(dataset) and len(dataset) == 0:
                     raise ValueError(f"`{label}` is empty: it has no samples to train or evaluate on.")

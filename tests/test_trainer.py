@@ -76,8 +76,12 @@ def _seed002_run(impl: str, out: str) -> tuple:
     training_args = make_args()
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, num_labels=2,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=2,
     )
     model = BertForSequenceClassification(config)
     kwargs = {"tokenizer": tokenizer} if impl == "hfl" else {"processing_class": tokenizer}
@@ -123,7 +127,13 @@ def test_public_attributes_and_train_output(tmp_path) -> None:
     out = trainer.train()
     assert out.global_step == 3
     # as in HF, the progress/printer callback pops `total_flos` from the logged (and returned) metrics
-    assert set(out.metrics) == {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "epoch"}
+    assert set(out.metrics) == {
+        "train_runtime",
+        "train_samples_per_second",
+        "train_steps_per_second",
+        "train_loss",
+        "epoch",
+    }
     assert trainer.state.total_flos > 0
 
 

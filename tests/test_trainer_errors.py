@@ -10,8 +10,8 @@ from helpers import ToyClassification, tiny_bert
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from hf_lightning import TrainerCallback, TrainingArguments
 from hf_lightning import Trainer as HFLTrainer
+from hf_lightning import TrainerCallback, TrainingArguments
 
 
 class StepCounter(TrainerCallback):
@@ -85,14 +85,22 @@ TRAINER_ERRORS = [
     ),
     ("empty-train-dataset", {}, {"train_dataset": ToyClassification(0)}, ValueError, "train_dataset"),
     ("model-and-model-init", {}, {"model_init": tiny_bert}, ValueError, "model_init"),
-    ("tokenizer-and-processing-class", {}, {"tokenizer": object(), "processing_class": object()}, ValueError, "tokenizer"),
+    (
+        "tokenizer-and-processing-class",
+        {},
+        {"tokenizer": object(), "processing_class": object()},
+        ValueError,
+        "tokenizer",
+    ),
     ("uncallable-compute-metrics", {}, {"compute_metrics": 3}, TypeError, "compute_metrics"),
     ("uncallable-collator", {}, {"data_collator": 3}, TypeError, "data_collator"),
     (
         "optimizers-and-cls-kwargs",
         {},
-        {"optimizers": (torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1), None),
-         "optimizer_cls_and_kwargs": (torch.optim.SGD, {"lr": 1})},
+        {
+            "optimizers": (torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1), None),
+            "optimizer_cls_and_kwargs": (torch.optim.SGD, {"lr": 1}),
+        },
         RuntimeError,
         "optimizer_cls_and_kwargs",
     ),
@@ -108,9 +116,7 @@ TRAINER_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(
-    "name,arg_kwargs,trainer_kwargs,exc,match", TRAINER_ERRORS, ids=[c[0] for c in TRAINER_ERRORS]
-)
+@pytest.mark.parametrize("name,arg_kwargs,trainer_kwargs,exc,match", TRAINER_ERRORS, ids=[c[0] for c in TRAINER_ERRORS])
 def test_bad_trainer_input_fails_before_training(name, arg_kwargs, trainer_kwargs, exc, match, tmp_path) -> None:
     counter = StepCounter()
     kwargs = {"model": tiny_bert(), "train_dataset": ToyClassification(8), **trainer_kwargs}
