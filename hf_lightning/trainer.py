@@ -421,7 +421,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
     def store_flos(self) -> None:
         flos = self.current_flos
         if self.lightning_trainer is not None and self.lightning_trainer.world_size > 1:
-            flos = float(self.lightning_trainer.strategy.reduce(torch.tensor(flos, dtype=torch.float64), "sum"))
+            flos = float(self.lightning_trainer.strategy.reduce(torch.tensor(flos, dtype=torch.float64), reduce_op="sum"))
         self.state.total_flos += flos
         self.current_flos = 0
 
@@ -466,6 +466,9 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         if resume_from_checkpoint is not None:
             self._load_from_checkpoint(resume_from_checkpoint)
 
+        self.lightning_trainer = self._build_lightning_trainer()
+        lt = self.lightning_trainer
+        args._lightning_processes = (lt.world_size, lt.global_rank, lt.local_rank)
         train_dataloader = self.get_train_dataloader()
         plan = self._step_plan(train_dataloader)
         self._plan = plan
@@ -501,7 +504,6 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             window_loader.on_skip_done = lambda: self._load_rng_state(resume_from_checkpoint)
         self._resume_rng_checkpoint = resume_from_checkpoint if skip_batches == 0 else None
         self.lightning_module = HFLightningModule(self.model, self)
-        self.lightning_trainer = self._build_lightning_trainer()
         self._train_start_time = None
         self.lightning_trainer.fit(self.lightning_module, train_dataloaders=window_loader)
         self.is_in_train = False
@@ -604,7 +606,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         else:
             tokens = torch.tensor(inputs[main_input_name].numel())
         if self.lightning_trainer.world_size > 1:
-            tokens = self.lightning_trainer.strategy.reduce(tokens.to(self.lightning_module.device), "sum")
+            tokens = self.lightning_trainer.strategy.reduce(tokens.to(self.lightning_module.device), reduce_op="sum")
         self.state.num_input_tokens_seen += int(tokens.item())
 
     def _on_loop_step_end(self, grad_norm: Any, learning_rate: float) -> None:

@@ -12,16 +12,18 @@ Every field of `transformers.TrainingArguments` keeps its name, default and vali
 import copy
 import dataclasses
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Any, Union
 
 import torch
 import transformers
 from transformers.trainer_pt_utils import AcceleratorConfig
 from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy, SchedulerType
-from transformers.training_args import OptimizerNames
+from transformers.training_args import OptimizerNames, ParallelMode
 
 __all__ = ["TrainingArguments", "lightning_accelerator", "lightning_precision", "to_hf_lightning_args"]
 
@@ -156,6 +158,48 @@ class TrainingArguments(transformers.TrainingArguments):
         self._check_lightning_fields()
         self._check_values()
         super().__post_init__()
+
+    # --- devices and processes: Lightning's, not accelerate's ---
+
+    @cached_property
+    def _setup_devices(self) -> torch.device:
+        """The device without initialising a process group: Lightning's strategy owns that (an accelerate
+        `PartialState` here would bind the rendezvous port Lightning is about to use)."""
+        self.distributed_state = None
+        on_cpu = self.use_cpu or not torch.cuda.is_available() or self.accelerator == "cpu"
+        self._n_gpu = 0 if on_cpu else 1
+        if on_cpu:
+            return torch.device("cpu")
+        device = torch.device("cuda", self.local_process_index)
+        torch.cuda.set_device(device)
+        return device
+
+    def _process_info(self) -> tuple[int, int, int]:
+        """(world size, global rank, local rank): as the Lightning trainer set them, else the launcher's env."""
+        info = getattr(self, "_lightning_processes", None)
+        if info is not None:
+            return info
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            return torch.distributed.get_world_size(), torch.distributed.get_rank(), local
+        env = os.environ
+        return int(env.get("WORLD_SIZE", 1)), int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0))
+
+    @property
+    def world_size(self) -> int:
+        return self._process_info()[0]
+
+    @property
+    def process_index(self) -> int:
+        return self._process_info()[1]
+
+    @property
+    def local_process_index(self) -> int:
+        return self._process_info()[2]
+
+    @property
+    def parallel_mode(self) -> ParallelMode:
+        return ParallelMode.DISTRIBUTED if self.world_size > 1 else ParallelMode.NOT_PARALLEL
 
     # --- v4 compatibility ---
 
