@@ -166,6 +166,8 @@ class TrainingArguments(transformers.TrainingArguments):
         """The device without initialising a process group: Lightning's strategy owns that (an accelerate
         `PartialState` here would bind the rendezvous port Lightning is about to use)."""
         self.distributed_state = None
+        if isinstance(self.accelerator_config, AcceleratorConfig):
+            self.accelerator_config.pop("use_configured_state", False)
         on_cpu = self.use_cpu or not torch.cuda.is_available() or self.accelerator == "cpu"
         self._n_gpu = 0 if on_cpu else 1
         if on_cpu:
