@@ -1,10 +1,12 @@
 """HF checkpoints: `checkpoint-{global_step}/` folders, written atomically, rotated, resumed from.
 
 What lands on disk is what `transformers.Trainer` writes (`model.safetensors` + config via `save_pretrained`,
-the processing class, `training_args.bin`, `optimizer.pt`, `scheduler.pt`, `rng_state[_{rank}].pth`,
-`trainer_state.json`), so HF's own Trainer and `from_pretrained` read it. Each checkpoint is first written to
-a `tmp-checkpoint-N` folder and renamed once complete: a crash mid-save never leaves a folder that
-`get_last_checkpoint` (and so resume) would pick.
+the processing class, `training_args.bin`, `optimizer.pt`, `scheduler.pt`, `scaler.pt`, `rng_state[_{rank}].pth`,
+`trainer_state.json`), so HF's own Trainer and `from_pretrained` read it and we read HF's. Each checkpoint is
+first written to a `tmp-checkpoint-N` folder, synced and renamed once complete: a crash mid-save never leaves a
+folder that `get_last_checkpoint` (and so resume) would pick, and a failed save keeps the previous checkpoints.
+Resume loads everything back with `torch.load(weights_only=True)` and skips checkpoint folders HF left
+half-written (no `trainer_state.json`, which HF writes last).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import shutil
 import warnings
 from typing import Any
@@ -20,9 +23,24 @@ import numpy as np
 import safetensors.torch
 import torch
 import torch.distributed as dist
-from transformers import PreTrainedModel, TrainerState
-from transformers.trainer_pt_utils import log_metrics, metrics_format, save_metrics, save_state
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints, sort_checkpoints
+from transformers import PreTrainedModel, TrainerControl, TrainerState
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_pt_utils import (
+    log_metrics,
+    metrics_format,
+    safe_globals,
+    save_metrics,
+    save_state,
+    set_rng_state_for_device,
+)
+from transformers.trainer_utils import (
+    PREFIX_CHECKPOINT_DIR,
+    compare_trainer_and_checkpoint_args,
+    load_sharded_checkpoint,
+    rotate_checkpoints,
+    sort_checkpoints,
+)
+from transformers.utils.import_utils import check_torch_load_is_safe
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +51,13 @@ SCHEDULER_NAME = "scheduler.pt"
 SCALER_NAME = "scaler.pt"
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+ADAPTER_SAFE_WEIGHTS_NAME = "adapter_model.safetensors"
 TMP_PREFIX = "tmp-"
+_CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written; nothing was published and the previous checkpoints are kept."""
 
 
 def _barrier() -> None:
@@ -50,6 +74,50 @@ def _peft_classes() -> tuple[type, ...]:
         return (PreTrainedModel,)
 
 
+def _fsync_tree(path: str) -> None:
+    """Flush every file of `path` and the folder itself to disk (so the rename publishes complete data)."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(root)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - filesystems that refuse directory fsync
+        pass
+    finally:
+        os.close(fd)
+
+
+def is_complete_checkpoint(folder: str) -> bool:
+    """A checkpoint folder is complete once its `trainer_state.json` exists (both trainers write it last)."""
+    return os.path.isfile(os.path.join(folder, TRAINER_STATE_NAME))
+
+
+def last_complete_checkpoint(folder: str) -> str | None:
+    """`get_last_checkpoint`, skipping `checkpoint-N` folders a crashed (non-atomic) save left incomplete."""
+    if not os.path.isdir(folder):
+        return None
+    steps = sorted(
+        (int(m.group(1)), name)
+        for name in os.listdir(folder)
+        if (m := _CHECKPOINT_RE.match(name)) and os.path.isdir(os.path.join(folder, name))
+    )
+    for _, name in reversed(steps):
+        path = os.path.join(folder, name)
+        if is_complete_checkpoint(path):
+            return path
+        logger.warning("Skipping %s: it has no %s (an interrupted save).", path, TRAINER_STATE_NAME)
+    return None
+
+
 def save_model_files(model: torch.nn.Module, output_dir: str, state_dict: dict | None = None) -> None:
     """`save_pretrained` for HF/PEFT models (safetensors, sharded when large); a plain module's state dict
     goes to `model.safetensors`."""
@@ -57,30 +125,41 @@ def save_model_files(model: torch.nn.Module, output_dir: str, state_dict: dict |
     if isinstance(model, _peft_classes()):
         model.save_pretrained(output_dir, state_dict=state_dict)
         return
+    logger.info("Trainer.model is not a `PreTrainedModel`, only saving its state dict.")
     state_dict = model.state_dict() if state_dict is None else state_dict
     state_dict = {k: v.contiguous() for k, v in state_dict.items()}
     safetensors.torch.save_file(state_dict, os.path.join(output_dir, SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
 
 
 def load_model_files(model: torch.nn.Module, checkpoint: str) -> None:
-    """Load the weights `save_model_files` wrote (single or sharded safetensors, PEFT adapters)."""
-    from transformers.modeling_utils import load_sharded_checkpoint
-
-    if hasattr(model, "load_adapter") and os.path.isfile(os.path.join(checkpoint, "adapter_model.safetensors")):
-        model.load_adapter(checkpoint, model.active_adapter, is_trainable=True)
-        return
+    """Load the weights `save_model_files` (or HF) wrote: single or sharded safetensors, PEFT adapters."""
     single = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
     if os.path.isfile(single):
-        state = safetensors.torch.load_file(single, device="cpu")
-        result = model.load_state_dict(state, strict=False)
-        tied = set(getattr(model, "_tied_weights_keys", None) or [])
-        missing = [k for k in result.missing_keys if k not in tied]
-        if missing:
-            logger.warning("Missing keys when loading %s: %s", checkpoint, missing)
+        result = model.load_state_dict(safetensors.torch.load_file(single, device="cpu"), strict=False)
     elif os.path.isfile(os.path.join(checkpoint, SAFE_WEIGHTS_INDEX_NAME)):
-        load_sharded_checkpoint(model, checkpoint, strict=False)
+        result = load_sharded_checkpoint(model, checkpoint, strict=False)
+    elif hasattr(model, "load_adapter") and os.path.isfile(os.path.join(checkpoint, ADAPTER_SAFE_WEIGHTS_NAME)):
+        active = getattr(model, "active_adapters", None) or ["default"]
+        model.load_adapter(checkpoint, active[0], is_trainable=True)
+        return
     else:
         raise ValueError(f"Can't find a valid checkpoint at {checkpoint}")
+    ignored = set(getattr(model, "_keys_to_ignore_on_save", None) or [])
+    # Tied parameters (lm_head <- embeddings ...) are not saved by `save_pretrained`; they are not missing.
+    tied = set(getattr(model, "_tied_weights_keys", None) or []) | ignored
+    if ignored and set(result.missing_keys) == ignored:
+        model.tie_weights()
+    elif missing := [k for k in result.missing_keys if k not in tied]:
+        logger.warning("There were missing keys in the checkpoint model loaded: %s.", missing)
+    if result.unexpected_keys:
+        logger.warning("There were unexpected keys in the checkpoint model loaded: %s.", result.unexpected_keys)
+
+
+def _torch_load(path: str, map_location: Any = None) -> Any:
+    check_torch_load_is_safe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 class CheckpointMixin:
@@ -103,14 +182,14 @@ class CheckpointMixin:
 
     def _full_state_dict(self) -> dict | None:
         """The full (unsharded) state dict when a sharding strategy holds the weights, else None."""
-        lt = getattr(self, "lightning_trainer", None)
-        strategy = getattr(lt, "strategy", None)
+        strategy = getattr(getattr(self, "lightning_trainer", None), "strategy", None)
         if strategy is None or type(strategy).__name__ not in ("FSDPStrategy", "DeepSpeedStrategy"):
             return None
         full = strategy.lightning_module_state_dict()
         return {k[len("model.") :]: v for k, v in full.items() if k.startswith("model.")}
 
-    def _save(self, output_dir: str, state_dict: dict | None = None) -> None:
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
         save_model_files(self.model, output_dir, state_dict)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
@@ -125,40 +204,37 @@ class CheckpointMixin:
         return self.args.output_dir
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        """Write `checkpoint-{global_step}` atomically (temp folder, then rename), then rotate."""
+        """Write `checkpoint-{global_step}` into `tmp-checkpoint-{global_step}`, publish it by rename, rotate."""
         folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.hp_search_backend is None and trial is None:
+            self.store_flos()
         run_dir = self._get_output_dir(trial)
         final_dir = os.path.join(run_dir, folder)
         tmp_dir = os.path.join(run_dir, TMP_PREFIX + folder)
-        if self.args.should_save:
+        should_save = self.args.should_save
+        previous_best = self.state.best_model_checkpoint
+        if should_save:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         _barrier()
-        self.store_flos()
         try:
-            self.save_model(tmp_dir, _internal_call=True)
-            if self.state.best_global_step:
-                best_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
-                if os.path.exists(best_dir) or self.state.best_global_step == self.state.global_step:
-                    self.state.best_model_checkpoint = best_dir
-            if not self.args.save_only_model:
-                self._save_optimizer_and_scheduler(tmp_dir)
-                self._save_rng_state(tmp_dir)
-            if self.args.should_save:
-                self._update_stateful_callbacks()
-                self.state.save_to_json(os.path.join(tmp_dir, TRAINER_STATE_NAME))
+            self._write_checkpoint(tmp_dir, run_dir)
             _barrier()
-            if self.args.should_save:
-                if os.path.exists(final_dir):
-                    shutil.rmtree(final_dir)
-                os.replace(tmp_dir, final_dir)
-        except OSError as exc:
-            if self.args.should_save:
+            if should_save:
+                self._publish_checkpoint(tmp_dir, final_dir)
+        except BaseException as exc:
+            self.state.best_model_checkpoint = previous_best
+            if should_save:
                 shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise OSError(
-                f"Saving checkpoint {final_dir} failed ({exc}); the previous checkpoints in {run_dir} are kept."
-            ) from exc
+            if not isinstance(exc, Exception):
+                raise
+            error = CheckpointSaveError(
+                f"Could not save checkpoint {final_dir} ({type(exc).__name__}: {exc}). Nothing was published there; "
+                f"the previous checkpoints in {run_dir} are kept and `resume_from_checkpoint=True` resumes from them."
+            )
+            error.errno = getattr(exc, "errno", None)
+            raise error from exc
         _barrier()
-        if self.args.should_save:
+        if should_save:
             rotate_checkpoints(
                 output_dir=run_dir,
                 save_total_limit=self.args.save_total_limit,
@@ -166,10 +242,41 @@ class CheckpointMixin:
                 use_mtime=True,
             )
 
-    def _update_stateful_callbacks(self) -> None:
-        from transformers.trainer_callback import ExportableState
+    def _write_checkpoint(self, output_dir: str, run_dir: str) -> None:
+        """Everything HF's `_save_checkpoint` writes, in HF's order, into `output_dir`."""
+        self.save_model(output_dir, _internal_call=True)
+        if self.args.save_strategy in ("steps", "epoch", "best") and self.state.best_global_step:
+            best_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
+            # The folder being written only exists under its temporary name until it is published.
+            if os.path.exists(best_dir) or self.state.best_global_step == self.state.global_step:
+                self.state.best_model_checkpoint = best_dir
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(output_dir)
+            self._save_scaler(output_dir)
+            self._save_rng_state(output_dir)
+        if self.args.should_save:
+            self._update_stateful_callbacks()
+            self.state.save_to_json(os.path.join(output_dir, TRAINER_STATE_NAME))
 
-        for cb in [cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)]:
+    @staticmethod
+    def _publish_checkpoint(tmp_dir: str, final_dir: str) -> None:
+        """Atomically move a fully written `tmp_dir` to `final_dir` (replacing an older save of the same step)."""
+        _fsync_tree(tmp_dir)
+        stale = None
+        if os.path.exists(final_dir):
+            stale = os.path.join(os.path.dirname(final_dir), TMP_PREFIX + "old-" + os.path.basename(final_dir))
+            shutil.rmtree(stale, ignore_errors=True)
+            os.replace(final_dir, stale)
+        os.replace(tmp_dir, final_dir)
+        _fsync_dir(os.path.dirname(final_dir))
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def _stateful_callback_objects(self) -> list:
+        return [cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)]
+
+    def _update_stateful_callbacks(self) -> None:
+        for cb in self._stateful_callback_objects():
             name = cb.__class__.__name__
             if isinstance(self.state.stateful_callbacks.get(name), list):
                 self.state.stateful_callbacks[name].append(cb.state())
@@ -177,14 +284,24 @@ class CheckpointMixin:
                 self.state.stateful_callbacks[name] = cb.state()
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        if self.args.should_save:
-            torch.save(self.optimizer.state_dict(), os.path.join(output_dir, OPTIMIZER_NAME))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
-            scaler = getattr(getattr(self.lightning_trainer, "precision_plugin", None), "scaler", None)
-            if scaler is not None:
-                torch.save(scaler.state_dict(), os.path.join(output_dir, SCALER_NAME))
+        if not self.args.should_save:
+            return
+        torch.save(self.optimizer.state_dict(), os.path.join(output_dir, OPTIMIZER_NAME))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
+
+    def _grad_scaler(self) -> Any:
+        return getattr(getattr(getattr(self, "lightning_trainer", None), "precision_plugin", None), "scaler", None)
+
+    def _save_scaler(self, output_dir: str) -> None:
+        scaler = self._grad_scaler()
+        if scaler is not None and self.args.should_save:
+            torch.save(scaler.state_dict(), os.path.join(output_dir, SCALER_NAME))
+
+    def _rng_file(self, checkpoint: str) -> str:
+        name = "rng_state.pth" if self.args.world_size <= 1 else f"rng_state_{self.args.process_index}.pth"
+        return os.path.join(checkpoint, name)
 
     def _save_rng_state(self, output_dir: str) -> None:
         states = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
@@ -192,8 +309,9 @@ class CheckpointMixin:
             distributed = self.args.world_size > 1
             states["cuda"] = torch.cuda.random.get_rng_state_all() if distributed else torch.cuda.random.get_rng_state()
         os.makedirs(output_dir, exist_ok=True)
-        name = "rng_state.pth" if self.args.world_size <= 1 else f"rng_state_{self.args.process_index}.pth"
-        torch.save(states, os.path.join(output_dir, name))
+        torch.save(states, self._rng_file(output_dir))
+
+    # ---- best model -----------------------------------------------------------------------------------
 
     def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
         """Track `best_metric` / `best_global_step` for `metric_for_best_model` (HF's rule)."""
@@ -227,24 +345,42 @@ class CheckpointMixin:
         if self.args.should_save and self.state.best_model_checkpoint is not None and self.args.save_total_limit == 1:
             for checkpoint in sort_checkpoints(run_dir, best_model_checkpoint=self.state.best_model_checkpoint):
                 if not os.path.samefile(checkpoint, self.state.best_model_checkpoint):
+                    logger.info("Deleting older checkpoint [%s] due to args.save_total_limit", checkpoint)
                     shutil.rmtree(checkpoint, ignore_errors=True)
 
     def _load_best_model(self) -> None:
-        logger.info("Loading best model from %s (score: %s).", self.state.best_model_checkpoint, self.state.best_metric)
-        load_model_files(self.model, self.state.best_model_checkpoint)
+        best = self.state.best_model_checkpoint
+        logger.info("Loading best model from %s (score: %s).", best, self.state.best_metric)
+        try:
+            load_model_files(self.model, best)
+        except ValueError:
+            logger.warning(
+                "Could not locate the best model in %s; if you train on several nodes, set `save_on_each_node`.", best
+            )
 
     # ---- resuming -----------------------------------------------------------------------------------
 
     def _resolve_resume_checkpoint(self, resume_from_checkpoint: str | bool | None) -> str | None:
+        """`True` -> the last complete checkpoint of `output_dir`; a path must be a complete checkpoint."""
+        if resume_from_checkpoint is None or resume_from_checkpoint is False:
+            return None
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
+            found = last_complete_checkpoint(self.args.output_dir)
+            if found is None:
                 raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
-        if resume_from_checkpoint is not None and not os.path.isdir(resume_from_checkpoint):
-            raise ValueError(f"`resume_from_checkpoint`: {resume_from_checkpoint} is not a checkpoint folder.")
-        return resume_from_checkpoint
+            return found
+        path = os.fspath(resume_from_checkpoint)
+        if not os.path.isdir(path):
+            raise ValueError(f"`resume_from_checkpoint`: {path} is not a checkpoint folder.")
+        if not is_complete_checkpoint(path):
+            raise ValueError(
+                f"`resume_from_checkpoint`: {path} has no {TRAINER_STATE_NAME}, so it is not a complete training "
+                "checkpoint (an interrupted save, or a folder written by `save_model`)."
+            )
+        return path
 
     def _load_from_checkpoint(self, checkpoint: str) -> None:
+        logger.info("Loading model from %s.", checkpoint)
         load_model_files(self.model, checkpoint)
 
     def _restore_trainer_state(self, checkpoint: str, plan: dict[str, int]) -> tuple[int, int]:
@@ -254,7 +390,12 @@ class CheckpointMixin:
             return 0, 0
         self.state = TrainerState.load_from_json(path)
         if self.state.best_model_checkpoint is not None and not os.path.isdir(self.state.best_model_checkpoint):
+            logger.warning(
+                "The best checkpoint %s recorded in the resumed state does not exist anymore. Ignoring it.",
+                self.state.best_model_checkpoint,
+            )
             self.state.best_model_checkpoint = None
+        compare_trainer_and_checkpoint_args(self.args, self.state)
         self._load_callback_state()
         epochs_trained = int(self.state.global_step // plan["steps_per_epoch"])
         skip = 0
@@ -263,48 +404,64 @@ class CheckpointMixin:
         return epochs_trained, skip
 
     def _load_callback_state(self) -> None:
+        """HF's rule: rebuild each saved callback from its `args`, set its `attributes`, move it to the end."""
         if not self.args.restore_callback_states_from_checkpoint:
             return
-        from transformers.trainer_callback import ExportableState
-
-        not_found = []
-        for name, states in self.state.stateful_callbacks.items():
-            states = states if isinstance(states, list) else [states]
-            matches = [cb for cb in self.callback_handler.callbacks + [self.control] if type(cb).__name__ == name]
+        not_found, new_callbacks = [], []
+        original = self.callback_handler.callbacks + [self.control]
+        for name, saved in self.state.stateful_callbacks.items():
+            saved = saved if isinstance(saved, list) else [saved]
+            matches = [cb for cb in original if type(cb).__name__ == name]
             if not matches:
                 not_found.append(name)
-            for cb, saved in zip(matches, states):
-                if isinstance(cb, ExportableState):
-                    for key, value in saved.get("args", {}).items():
-                        setattr(cb, key, value)
-                    for key, value in saved.get("attributes", {}).items():
-                        setattr(cb, key, value)
+                continue
+            for cb, data in zip(matches, saved):
+                new_cb = type(cb)(**data.get("args", {}))
+                for key, value in data.get("attributes", {}).items():
+                    setattr(new_cb, key, value)
+                if isinstance(cb, TrainerControl):
+                    self.control = new_cb
+                else:
+                    new_callbacks.append(new_cb)
+                self.callback_handler.remove_callback(type(new_cb))
         if not_found:
-            logger.warning("Checkpoint has states for callbacks not in this Trainer: %s", not_found)
+            logger.warning(
+                "Checkpoint included callbacks not included in current configuration. Ignoring. (%s)",
+                ", ".join(not_found),
+            )
+        for cb in new_callbacks:
+            self.callback_handler.add_callback(cb)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str) -> None:
         opt_path = os.path.join(checkpoint, OPTIMIZER_NAME)
         sched_path = os.path.join(checkpoint, SCHEDULER_NAME)
-        if os.path.isfile(opt_path) and os.path.isfile(sched_path):
-            self.optimizer.load_state_dict(torch.load(opt_path, map_location="cpu", weights_only=True))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.lr_scheduler.load_state_dict(torch.load(sched_path, weights_only=True))
+        if not (os.path.isfile(opt_path) and os.path.isfile(sched_path)):
+            return
+        # On the CPU: Lightning's strategy moves the optimizer state to the device with the model.
+        self.optimizer.load_state_dict(_torch_load(opt_path, map_location="cpu"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.lr_scheduler.load_state_dict(_torch_load(sched_path))
+
+    def _load_scaler(self, checkpoint: str | None) -> None:
+        """Restore the AMP grad scaler (call once the Lightning precision plugin exists)."""
+        scaler = self._grad_scaler()
+        if checkpoint is None or scaler is None or not os.path.isfile(os.path.join(checkpoint, SCALER_NAME)):
+            return
+        scaler.load_state_dict(_torch_load(os.path.join(checkpoint, SCALER_NAME)))
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
+        """Restore python/numpy/torch (and CUDA) RNG states, loaded with `weights_only=True`."""
         if checkpoint is None:
             return
-        name = "rng_state.pth" if self.args.world_size <= 1 else f"rng_state_{self.args.process_index}.pth"
-        path = os.path.join(checkpoint, name)
+        path = self._rng_file(checkpoint)
         if not os.path.isfile(path):
             logger.info("Didn't find an RNG file in %s; reproducibility is not guaranteed.", checkpoint)
             return
-        states = torch.load(path, weights_only=False)
+        with safe_globals():
+            states = _torch_load(path)
         random.setstate(states["python"])
         np.random.set_state(states["numpy"])
         torch.random.set_rng_state(states["cpu"])
         if torch.cuda.is_available() and "cuda" in states:
-            if self.args.world_size > 1:
-                torch.cuda.random.set_rng_state_all(states["cuda"])
-            else:
-                torch.cuda.random.set_rng_state(states["cuda"])
+            set_rng_state_for_device("CUDA", torch.cuda, states, self.args.world_size > 1)

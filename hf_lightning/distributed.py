@@ -2,7 +2,9 @@
 
 Each rank evaluates every `world_size`-th batch (the short tail completed from the first samples so all ranks
 run the same number of batches); gathered batches come back in global order, and the samples beyond the
-dataset's length (the completion) are cut, so every sample is counted exactly once.
+dataset's length (the completion) are cut, so every sample is counted exactly once. A batch that mixes real
+and completion samples is evaluated on its real rows only (`real_rows`), so its loss is the single-process one.
+Loaders without a length are not sharded: every rank evaluates all of it and nothing is gathered.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader
 from transformers.trainer_utils import has_length
 
 from hf_lightning.data import ShardedBatchSampler
@@ -24,18 +26,63 @@ def _world() -> tuple[int, int]:
 
 
 def shard_eval_loader(loader: DataLoader, args: Any) -> DataLoader:
-    """Re-batch a sequential eval loader so this rank sees its round-robin share of the batches."""
+    """Re-batch an eval loader (same sampler, batch size and `drop_last`) so this rank sees its round-robin share
+    of the batches, like accelerate's `BatchSamplerShard` with `even_batches=True`."""
     world, rank = _world()
     if world <= 1 or not has_length(loader.dataset) or loader.batch_size is None:
         return loader
-    inner = BatchSampler(SequentialSampler(loader.dataset), loader.batch_size, drop_last=False)
+    inner = BatchSampler(loader.sampler, loader.batch_size, drop_last=loader.drop_last)
+    params: dict[str, Any] = {"num_workers": loader.num_workers, "pin_memory": loader.pin_memory}
+    if loader.num_workers > 0:
+        params.update(
+            prefetch_factor=loader.prefetch_factor,
+            persistent_workers=loader.persistent_workers,
+            multiprocessing_context=loader.multiprocessing_context,
+        )
     return DataLoader(
         loader.dataset,
         batch_sampler=ShardedBatchSampler(inner, world, rank),
         collate_fn=loader.collate_fn,
-        num_workers=loader.num_workers,
-        pin_memory=loader.pin_memory,
+        **params,
     )
+
+
+def is_sharded(loader: Any) -> bool:
+    """Whether `loader` deals its batches to the ranks (then results must be gathered)."""
+    return isinstance(getattr(loader, "batch_sampler", None), ShardedBatchSampler)
+
+
+def real_rows(loader: Any, step: int) -> int | None:
+    """How many leading rows of this rank's `step`-th batch are real samples (the rest completes the last
+    global batch); None when the loader is not sharded or nothing is completed."""
+    sampler = getattr(loader, "batch_sampler", None)
+    if not isinstance(sampler, ShardedBatchSampler) or sampler.drop_last or not has_length(loader.dataset):
+        return None
+    offset = (step * sampler.num_processes + sampler.process_index) * sampler.batch_size
+    return max(0, min(sampler.batch_size, len(loader.dataset) - offset))
+
+
+def take_rows(data: Any, rows: int, batch_rows: int) -> Any:
+    """The first `rows` rows of every tensor of a (nested) batch whose first dimension is `batch_rows`."""
+    if isinstance(data, dict):
+        return type(data)({k: take_rows(v, rows, batch_rows) for k, v in data.items()})
+    if isinstance(data, (list, tuple)):
+        return type(data)(take_rows(v, rows, batch_rows) for v in data)
+    if isinstance(data, torch.Tensor) and data.dim() > 0 and data.shape[0] == batch_rows:
+        return data[:rows]
+    return data
+
+
+def fill_rows(data: Any, rows: int, batch_rows: int) -> Any:
+    """Grow every tensor with `rows` rows back to `batch_rows` (repeating row 0) so all ranks gather equal shapes;
+    the added rows lie past the dataset's end and are cut by the `Gatherer`."""
+    if isinstance(data, dict):
+        return type(data)({k: fill_rows(v, rows, batch_rows) for k, v in data.items()})
+    if isinstance(data, (list, tuple)):
+        return type(data)(fill_rows(v, rows, batch_rows) for v in data)
+    if isinstance(data, torch.Tensor) and data.dim() > 0 and data.shape[0] == rows and rows < batch_rows:
+        return torch.cat([data, data[:1].expand(batch_rows - rows, *data.shape[1:])])
+    return data
 
 
 def eval_device(trainer: Any) -> torch.device:
@@ -57,16 +104,6 @@ def move_to_device(data: Any, device: torch.device) -> Any:
     return data.to(device) if isinstance(data, torch.Tensor) else data
 
 
-def sum_across_processes(value: Any) -> Any:
-    """Sum a tensor over all ranks (identity on one process)."""
-    world, _ = _world()
-    if world <= 1 or not isinstance(value, torch.Tensor):
-        return value
-    value = value.clone()
-    dist.all_reduce(value)
-    return value
-
-
 def num_eval_samples(loader: DataLoader, observed: int) -> int:
     """HF's `num_samples`: the dataset's length when known, else what was seen."""
     dataset = getattr(loader, "dataset", None)
@@ -76,20 +113,32 @@ def num_eval_samples(loader: DataLoader, observed: int) -> int:
 
 
 class Gatherer:
-    """Gathers each batch's tensors from all ranks (global order) and drops the rows past the dataset end.
+    """Gathers each batch's tensors from all ranks (global order) and, like accelerate's `gather_for_metrics`, cuts
+    the last batch to the rows that belong to the dataset.
 
-    Like accelerate's `gather_for_metrics`, this also trims the last batch's per-sample losses, which HF
-    repeats `eval_batch_size` times even when the batch is short."""
+    The cut is accelerate's `remainder`: `len(dataset) % (batch_size * world)` for a sized dataset (none with
+    `drop_last`), the observed size of the last batch for one without a length. It also trims the last batch's
+    per-sample losses, which HF repeats `eval_batch_size` times even when the batch is short."""
 
     def __init__(self, args: Any, loader: DataLoader) -> None:
-        self.world, _ = _world()
-        self.limit = len(loader.dataset) if has_length(getattr(loader, "dataset", None)) else None
-        self.seen: dict[int, int] = {}
-        self.call = 0
+        self.world = _world()[0] if is_sharded(loader) else 1
+        dataset = getattr(loader, "dataset", None)
+        self.sized = has_length(dataset)
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        batch_size = getattr(loader, "batch_size", None) or getattr(batch_sampler, "batch_size", None)
+        drop_last = bool(getattr(loader, "drop_last", False) or getattr(batch_sampler, "drop_last", False))
+        self.remainder = -1
+        if self.sized and batch_size and not drop_last:
+            self.remainder = len(dataset) % (batch_size * self.world)
+        self.cut: int | None = None
 
-    def begin_step(self) -> None:
-        """Start a batch: gather calls are matched to their stream (losses, inputs, logits, labels) by order."""
-        self.call = 0
+    def begin_step(self, is_last: bool, observed_batch_size: int | None) -> None:
+        """Start a batch; on the last one, set how many gathered rows to keep."""
+        self.cut = None
+        if is_last and self.remainder > 0:
+            self.cut = self.remainder
+        elif is_last and not self.sized and observed_batch_size:
+            self.cut = observed_batch_size * self.world
 
     def pad(self, tensor: Any) -> Any:
         """Pad dim 1 to the longest across ranks with -100 (HF's `pad_across_processes`)."""
@@ -110,20 +159,13 @@ class Gatherer:
             return _nested(tensor, self)
         gathered = tensor
         if self.world > 1:
-            parts = [torch.empty_like(tensor) for _ in range(self.world)]
-            dist.all_gather(parts, tensor.contiguous())
+            part = tensor.reshape(1) if tensor.dim() == 0 else tensor.contiguous()
+            parts = [torch.empty_like(part) for _ in range(self.world)]
+            dist.all_gather(parts, part)
             gathered = torch.cat(parts, dim=0)
-        if self.limit is None:
-            return gathered
-        slot = self.call
-        self.call += 1
-        seen = self.seen.get(slot, 0)
-        keep = max(0, min(gathered.shape[0], self.limit - seen))
-        self.seen[slot] = seen + gathered.shape[0]
-        return gathered if keep == gathered.shape[0] else gathered[:keep]
-
-    def finish(self) -> None:
-        self.seen.clear()
+        if self.cut is None or tensor.dim() == 0:
+            return gathered  # a scalar has no sample rows to cut (accelerate leaves it too)
+        return gathered[: self.cut]
 
 
 def _nested(obj: Any, fn: Any) -> Any:

@@ -6,22 +6,42 @@ logits/labels padded to one length with -100, `preprocess_logits_for_metrics` be
 HF's container, batches are kept in a list and concatenated once at the end, so memory and time are linear in
 the dataset. Under several processes each rank evaluates its shard and results are gathered, with the
 padding samples a distributed split adds removed.
+
+Where we differ from HF on purpose (results under DDP equal the single-process ones):
+- under DDP a batch completed with padding samples is evaluated on its real rows only, and the loss gets no
+  cross-rank `num_items_in_batch` (HF multiplies it by the world size, doubling the eval loss of models that
+  ignore that count);
+- when `compute_metrics` is set but the eval batches carry no labels, HF silently skips the metrics (and the
+  loss); we do the same but log a warning naming `label_names`;
+- a `compute_metrics` that returns something other than a dict raises a `TypeError` saying so.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import SequentialSampler
 from transformers import EvalPrediction
-from transformers.trainer_pt_utils import find_batch_size, nested_detach
-from transformers.trainer_utils import EvalLoopOutput, PredictionOutput, denumpify_detensorize, speed_metrics
+from transformers.trainer_pt_utils import LengthGroupedSampler, find_batch_size, nested_detach
+from transformers.trainer_utils import (
+    EvalLoopOutput,
+    PredictionOutput,
+    denumpify_detensorize,
+    has_length,
+    speed_metrics,
+)
 
 from hf_lightning import distributed
+from hf_lightning.data import datasets
+
+logger = logging.getLogger(__name__)
 
 
 class BatchAccumulator:
@@ -82,11 +102,53 @@ def _pad_and_concat(items: list[Any], padding_index: int) -> Any:
     return out
 
 
+def _with_last_flag(loader: Any) -> Iterator[tuple[int, Any, bool]]:
+    """`(step, batch, is_last)` over a loader, looking one batch ahead (works without a length)."""
+    iterator = iter(loader)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    step = 0
+    for upcoming in iterator:
+        yield step, current, False
+        current, step = upcoming, step + 1
+    yield step, current, True
+
+
+def _check_metrics(metrics: Any) -> dict[str, Any]:
+    """`compute_metrics`' result as a JSON-friendly dict; a clear error when it is not a dict."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, dict):
+        raise TypeError(
+            f"`compute_metrics` must return a dict of metric name -> value, got {type(metrics).__name__}: {metrics!r}."
+        )
+    return denumpify_detensorize(metrics)
+
+
 class EvaluationMixin:
     """`evaluate`, `predict`, `prediction_step`, `get_eval_dataloader`, `get_test_dataloader` for the Trainer."""
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
-        return None
+        """HF's eval sampler: length-grouped with `train_sampling_strategy="group_by_length"`, else sequential."""
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        if getattr(self.args, "train_sampling_strategy", "random") == "group_by_length":
+            lengths = None
+            if datasets is not None and isinstance(eval_dataset, datasets.Dataset):
+                if self.args.length_column_name in eval_dataset.column_names:
+                    lengths = eval_dataset[self.args.length_column_name]
+            processing_class = getattr(self, "processing_class", None)
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return LengthGroupedSampler(
+                self.args.eval_batch_size,
+                dataset=eval_dataset,
+                lengths=lengths,
+                model_input_name=processing_class.model_input_names[0] if processing_class is not None else None,
+                generator=torch.Generator().manual_seed(seed),
+            )
+        return SequentialSampler(eval_dataset)
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
         """The evaluation loader (sequential; a dataset name picks from a dict of eval datasets). Overridable."""
@@ -103,13 +165,14 @@ class EvaluationMixin:
         return self._get_distributed_eval_loader(test_dataset, "test")
 
     def _get_distributed_eval_loader(self, dataset: Any, description: str) -> torch.utils.data.DataLoader:
-        loader = self._get_dataloader(dataset, description, self.args.eval_batch_size, None)
+        loader = self._get_dataloader(dataset, description, self.args.eval_batch_size, self._get_eval_sampler)
         return distributed.shard_eval_loader(loader, self.args)
 
     def evaluate(
         self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
     ) -> dict[str, float]:
-        """Evaluate and return metrics (`{prefix}_loss`, prefixed `compute_metrics` keys, speed, `epoch`)."""
+        """Evaluate and return metrics (`{prefix}_loss`, prefixed `compute_metrics` keys, speed, `epoch`); a dict of
+        datasets is evaluated one by one with the prefix `{prefix}_{name}`."""
         override = eval_dataset is not None
         eval_dataset = eval_dataset if override else self.eval_dataset
         if isinstance(eval_dataset, dict):
@@ -132,15 +195,7 @@ class EvaluationMixin:
             ignore_keys=ignore_keys,
             metric_key_prefix=metric_key_prefix,
         )
-        total_batch_size = self.args.eval_batch_size * self.args.world_size
-        output.metrics.update(
-            speed_metrics(
-                metric_key_prefix,
-                start_time,
-                num_samples=output.num_samples,
-                num_steps=math.ceil(output.num_samples / total_batch_size),
-            )
-        )
+        self._add_speed_metrics(output, start_time, metric_key_prefix)
         self.log(output.metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output.metrics)
         return output.metrics
@@ -148,28 +203,40 @@ class EvaluationMixin:
     def predict(
         self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
     ) -> PredictionOutput:
-        """Predict on `test_dataset`: predictions, label_ids (if any) and metrics."""
+        """Predict on `test_dataset`: predictions, label_ids (if any) and metrics (not logged, as in HF)."""
         test_dataloader = self.get_test_dataloader(test_dataset)
         start_time = time.time()
         output = self.evaluation_loop(
             test_dataloader, description="Prediction", ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
         )
+        self._add_speed_metrics(output, start_time, metric_key_prefix)
+        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
+        return PredictionOutput(predictions=output.predictions, label_ids=output.label_ids, metrics=output.metrics)
+
+    def _add_speed_metrics(self, output: EvalLoopOutput, start_time: float, prefix: str) -> None:
         total_batch_size = self.args.eval_batch_size * self.args.world_size
+        start_time += output.metrics.get(f"{prefix}_model_preparation_time", 0.0)
         output.metrics.update(
             speed_metrics(
-                metric_key_prefix,
+                prefix,
                 start_time,
                 num_samples=output.num_samples,
                 num_steps=math.ceil(output.num_samples / total_batch_size),
             )
         )
-        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
-        return PredictionOutput(predictions=output.predictions, label_ids=output.label_ids, metrics=output.metrics)
 
     def _eval_model(self) -> nn.Module:
-        """The model to evaluate, on the run's device and, outside training, in `*_full_eval` dtype."""
+        """The model to evaluate, on the run's device and, outside training, in `*_full_eval` dtype.
+
+        Like HF, the first evaluation before any training "prepares" the model and from then on every metrics
+        dict carries `{prefix}_model_preparation_time`."""
         model = self.model
         device = distributed.eval_device(self)
+        if getattr(self, "lightning_trainer", None) is None and not getattr(self, "_eval_model_prepared", False):
+            start = time.time()
+            model = model.to(device)
+            self.model_preparation_time = round(time.time() - start, 4)
+            self._eval_model_prepared = True
         if not self.is_in_train:
             if self.args.fp16_full_eval:
                 return model.to(dtype=torch.float16, device=device)
@@ -185,35 +252,36 @@ class EvaluationMixin:
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ) -> EvalLoopOutput:
-        """HF's evaluation loop, shared by `evaluate` and `predict`."""
+        """HF's evaluation loop, shared by `evaluate` and `predict`. Leaves the model in eval mode, as HF does
+        (`training_step` puts it back in train mode)."""
         args = self.args
         prediction_loss_only = prediction_loss_only if prediction_loss_only is not None else args.prediction_loss_only
         model = self._eval_model()
-        was_training = model.training
         model.eval()
         if hasattr(self.optimizer, "eval") and callable(self.optimizer.eval):
             self.optimizer.eval()
         self.callback_handler.eval_dataloader = dataloader
         device = distributed.eval_device(self)
         gather = distributed.Gatherer(args, dataloader)
-        concat = args.eval_do_concat_batches
-        all_losses, all_preds = BatchAccumulator(concat), BatchAccumulator(concat)
-        all_labels, all_inputs = BatchAccumulator(concat), BatchAccumulator(concat)
+        include = args.include_for_metrics or []
+        containers = [BatchAccumulator(args.eval_do_concat_batches) for _ in range(4)]
+        all_losses, all_preds, all_labels, all_inputs = containers
         batch_size = args.eval_batch_size
         metrics = None
         observed = 0
         keep_batches = not args.batch_eval_metrics or description == "Prediction"
-        num_batches = len(dataloader) if hasattr(dataloader, "__len__") else None
-        for step, inputs in enumerate(dataloader):
+        for step, inputs, is_last in _with_last_flag(dataloader):
             inputs = distributed.move_to_device(inputs, device)
-            gather.begin_step()
             observed_batch_size = find_batch_size(inputs)
+            gather.begin_step(is_last, observed_batch_size)
             if observed_batch_size is not None:
                 observed += observed_batch_size
                 batch_size = batch_size if batch_size is not None else observed_batch_size
-            losses, logits, labels = self.prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+            losses, logits, labels = self._distributed_prediction_step(
+                model, inputs, dataloader, step, observed_batch_size, prediction_loss_only, ignore_keys
+            )
             main_input_name = getattr(self.model, "main_input_name", "input_ids")
-            inputs_decode = inputs[main_input_name] if "inputs" in args.include_for_metrics else None
+            inputs_decode = inputs[main_input_name] if "inputs" in include else None
             if losses is not None:
                 losses = gather(losses.repeat(batch_size))
                 all_losses.add(losses)
@@ -237,22 +305,17 @@ class EvaluationMixin:
             self.control = self.callback_handler.on_prediction_step(args, self.state, self.control)
             if args.batch_eval_metrics:
                 if self.compute_metrics is not None and logits is not None and labels is not None:
-                    is_last_step = num_batches is not None and step == num_batches - 1
-                    metrics = self.compute_metrics(
-                        EvalPrediction(
-                            predictions=logits,
-                            label_ids=labels,
-                            losses=losses if "loss" in args.include_for_metrics else None,
-                            inputs=inputs if "inputs" in args.include_for_metrics else None,
-                        ),
-                        compute_result=is_last_step,
+                    prediction = EvalPrediction(
+                        predictions=logits,
+                        label_ids=labels,
+                        losses=losses if "loss" in include else None,
+                        inputs=inputs if "inputs" in include else None,
                     )
+                    metrics = self.compute_metrics(prediction, compute_result=is_last)
             elif args.eval_accumulation_steps is not None and (step + 1) % args.eval_accumulation_steps == 0:
-                for container in (all_losses, all_preds, all_labels, all_inputs):
+                for container in containers:
                     container.to_cpu()
-        gather.finish()
-        losses_arr, preds_arr = all_losses.get_arrays(), all_preds.get_arrays()
-        labels_arr, inputs_arr = all_labels.get_arrays(), all_inputs.get_arrays()
+        losses_arr, preds_arr, labels_arr, inputs_arr = (c.get_arrays() for c in containers)
         num_samples = distributed.num_eval_samples(dataloader, observed)
         if self.compute_metrics is not None and preds_arr is not None and labels_arr is not None:
             if not args.batch_eval_metrics:
@@ -260,29 +323,48 @@ class EvaluationMixin:
                     EvalPrediction(
                         predictions=preds_arr,
                         label_ids=labels_arr,
-                        losses=losses_arr if "loss" in args.include_for_metrics else None,
-                        inputs=inputs_arr if "inputs" in args.include_for_metrics else None,
+                        losses=losses_arr if "loss" in include else None,
+                        inputs=inputs_arr if "inputs" in include else None,
                     )
                 )
-        if metrics is None:
-            metrics = {}
-        if not isinstance(metrics, dict):
-            raise TypeError(
-                f"`compute_metrics` must return a dict of metric name -> value, got {type(metrics).__name__}."
+        elif self.compute_metrics is not None and labels_arr is None and description == "Evaluation":
+            logger.warning(
+                "`compute_metrics` was not called: the evaluation batches carry none of the label columns "
+                "`label_names`=%s (HF skips the metrics and the loss then too).",
+                self.label_names,
             )
-        metrics = denumpify_detensorize(metrics)
+        metrics = _check_metrics(metrics)
         losses = np.concatenate(losses_arr) if isinstance(losses_arr, list) and losses_arr else losses_arr
         if isinstance(losses, np.ndarray):
             finite = np.isfinite(losses)
             if args.logging_nan_inf_filter and finite.any():
                 losses = losses[finite]
             metrics[f"{metric_key_prefix}_loss"] = losses.mean().item()
+        if getattr(self, "model_preparation_time", None) is not None:
+            metrics[f"{metric_key_prefix}_model_preparation_time"] = self.model_preparation_time
         for key in list(metrics.keys()):
             if not key.startswith(f"{metric_key_prefix}_"):
                 metrics[f"{metric_key_prefix}_{key}"] = metrics.pop(key)
-        if was_training:
-            model.train()
         return EvalLoopOutput(predictions=preds_arr, label_ids=labels_arr, metrics=metrics, num_samples=num_samples)
+
+    def _distributed_prediction_step(
+        self,
+        model: nn.Module,
+        inputs: Any,
+        dataloader: Any,
+        step: int,
+        batch_rows: int | None,
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None,
+    ) -> tuple[Any, Any, Any]:
+        """`prediction_step`, on the real rows only of a batch that completes the last one of a distributed
+        split (its outputs grown back to the batch's rows, the completion cut after gathering)."""
+        rows = distributed.real_rows(dataloader, step)
+        if rows is None or batch_rows is None or rows in (0, batch_rows) or not isinstance(inputs, dict):
+            return self.prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        real = distributed.take_rows(inputs, rows, batch_rows)
+        loss, logits, labels = self.prediction_step(model, real, prediction_loss_only, ignore_keys=ignore_keys)
+        return loss, distributed.fill_rows(logits, rows, batch_rows), distributed.fill_rows(labels, rows, batch_rows)
 
     def prediction_step(
         self, model: nn.Module, inputs: dict, prediction_loss_only: bool, ignore_keys: list[str] | None = None
@@ -307,7 +389,9 @@ class EvaluationMixin:
             labels = None
         with torch.no_grad():
             if has_labels or loss_without_labels:
-                num_items = distributed.sum_across_processes(self._count_items([inputs]))
+                # Under DDP HF sums the count over ranks and scales the loss by the world size, which doubles the
+                # eval loss of models that ignore the count; the model's own per-batch loss keeps it single-process.
+                num_items = self._count_items([inputs]) if self.args.world_size <= 1 else None
                 loss, outputs = self.compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items)
                 loss = loss.detach().mean()
                 if isinstance(outputs, dict):

@@ -58,6 +58,7 @@ class HFLightningModule(pl.LightningModule):
         self._loop = loop
         self._grad_norm: Any = None
         self._scale_before_step: float | None = None
+        self._stop_epoch = False
 
     def forward(self, **inputs: Any) -> Any:
         return self.model(**inputs)
@@ -71,14 +72,19 @@ class HFLightningModule(pl.LightningModule):
         self._loop._on_loop_train_start()
 
     def on_train_epoch_start(self) -> None:
+        self._stop_epoch = False
         self._loop._on_loop_epoch_start(self.trainer.current_epoch)
 
     def on_train_batch_start(self, batch: MicroBatch, batch_idx: int) -> int | None:
-        control = self._loop.control
-        if control.should_epoch_stop or control.should_training_stop:
+        if self._stop_epoch:
             return -1
         self._sync_gradients(batch.is_last_in_window)
         return None
+
+    def on_train_batch_end(self, outputs: Any, batch: MicroBatch, batch_idx: int) -> None:
+        # HF checks the stop flags after each micro-batch (never before the first one of an epoch).
+        control = self._loop.control
+        self._stop_epoch = control.should_epoch_stop or control.should_training_stop
 
     def on_train_epoch_end(self) -> None:
         self._loop._on_loop_epoch_end()

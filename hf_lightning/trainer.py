@@ -40,7 +40,15 @@ from transformers.utils import can_return_loss, find_labels
 
 from hf_lightning import data as hf_data
 from hf_lightning import optimization
-from hf_lightning.callbacks import build_loggers, default_callbacks, progress_callback, split_callbacks
+from hf_lightning.callbacks import (
+    build_loggers,
+    default_callbacks,
+    is_lightning_callback,
+    pop_lightning_callback,
+    progress_callback,
+    set_log_levels,
+    split_callbacks,
+)
 from hf_lightning.checkpoints import CheckpointMixin
 from hf_lightning.evaluation import EvaluationMixin
 from hf_lightning.module import HFLightningModule
@@ -91,7 +99,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             enable_full_determinism(self.args.seed)
         else:
             set_seed(self.args.seed)
-        logging.getLogger("transformers").setLevel(self.args.get_process_log_level())
+        set_log_levels(self.args)
 
         if model is None:
             if model_init is None:
@@ -247,18 +255,23 @@ class Trainer(EvaluationMixin, CheckpointMixin):
 
     def add_callback(self, callback: type[TrainerCallback] | TrainerCallback | pl.Callback) -> None:
         """Add an HF callback (class or instance) or a Lightning callback."""
-        if isinstance(callback, pl.Callback) or (isinstance(callback, type) and issubclass(callback, pl.Callback)):
+        if is_lightning_callback(callback):
             self.lightning_callbacks.append(callback() if isinstance(callback, type) else callback)
         else:
             self.callback_handler.add_callback(callback)
 
-    def pop_callback(self, callback: type[TrainerCallback] | TrainerCallback) -> TrainerCallback | None:
-        """Remove and return a callback (class: the first of that class)."""
+    def pop_callback(self, callback: Any) -> TrainerCallback | pl.Callback | None:
+        """Remove and return an HF or Lightning callback (class: the first of that class)."""
+        if is_lightning_callback(callback):
+            return pop_lightning_callback(self.lightning_callbacks, callback)
         return self.callback_handler.pop_callback(callback)
 
-    def remove_callback(self, callback: type[TrainerCallback] | TrainerCallback) -> None:
-        """Remove a callback (class: the first of that class)."""
-        self.callback_handler.remove_callback(callback)
+    def remove_callback(self, callback: Any) -> None:
+        """Remove an HF or Lightning callback (class: the first of that class)."""
+        if is_lightning_callback(callback):
+            pop_lightning_callback(self.lightning_callbacks, callback)
+        else:
+            self.callback_handler.remove_callback(callback)
 
     def is_local_process_zero(self) -> bool:
         return self.args.local_process_index == 0
@@ -421,7 +434,9 @@ class Trainer(EvaluationMixin, CheckpointMixin):
     def store_flos(self) -> None:
         flos = self.current_flos
         if self.lightning_trainer is not None and self.lightning_trainer.world_size > 1:
-            flos = float(self.lightning_trainer.strategy.reduce(torch.tensor(flos, dtype=torch.float64), reduce_op="sum"))
+            flos = float(
+                self.lightning_trainer.strategy.reduce(torch.tensor(flos, dtype=torch.float64), reduce_op="sum")
+            )
         self.state.total_flos += flos
         self.current_flos = 0
 
@@ -488,6 +503,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         self.create_scheduler(num_training_steps=plan["max_steps"])
         if resume_from_checkpoint is not None:
             self._load_optimizer_and_scheduler(resume_from_checkpoint)
+            self._load_scaler(resume_from_checkpoint)
         for attr in ("model", "optimizer", "lr_scheduler"):
             setattr(self.callback_handler, attr, getattr(self, attr))
         self.callback_handler.train_dataloader = train_dataloader
@@ -505,7 +521,11 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         self._resume_rng_checkpoint = resume_from_checkpoint if skip_batches == 0 else None
         self.lightning_module = HFLightningModule(self.model, self)
         self._train_start_time = None
-        self.lightning_trainer.fit(self.lightning_module, train_dataloaders=window_loader)
+        if epochs_trained >= plan["num_train_epochs"]:  # resumed at the very end: HF runs no epoch
+            self._on_loop_train_start()
+            self._on_loop_train_end()
+        else:
+            self.lightning_trainer.fit(self.lightning_module, train_dataloaders=window_loader)
         self.is_in_train = False
         return self._train_output
 
@@ -554,7 +574,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         kwargs = lightning_trainer_kwargs(self.args)
         kwargs["callbacks"] = list(self.lightning_callbacks)
         kwargs["logger"] = self.report_loggers or False
-        logging.getLogger("lightning.pytorch").setLevel(self.args.get_process_log_level())
+        set_log_levels(self.args)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*treespec.*")
             return pl.Trainer(**kwargs)
