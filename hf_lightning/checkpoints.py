@@ -267,16 +267,18 @@ class CheckpointMixin:
             stale = os.path.join(os.path.dirname(final_dir), TMP_PREFIX + "old-" + os.path.basename(final_dir))
             shutil.rmtree(stale, ignore_errors=True)
             os.replace(final_dir, stale)
-        os.replace(tmp_dir, final_dir)
+        try:
+            os.replace(tmp_dir, final_dir)
+        except OSError:
+            if stale is not None:
+                os.replace(stale, final_dir)
+            raise
         _fsync_dir(os.path.dirname(final_dir))
         if stale is not None:
             shutil.rmtree(stale, ignore_errors=True)
 
-    def _stateful_callback_objects(self) -> list:
-        return [cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)]
-
     def _update_stateful_callbacks(self) -> None:
-        for cb in self._stateful_callback_objects():
+        for cb in self._stateful_callbacks():
             name = cb.__class__.__name__
             if isinstance(self.state.stateful_callbacks.get(name), list):
                 self.state.stateful_callbacks[name].append(cb.state())
