@@ -24,7 +24,6 @@ import safetensors.torch
 import torch
 import torch.distributed as dist
 from transformers import PreTrainedModel, TrainerControl, TrainerState
-from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import (
     log_metrics,
     metrics_format,
