@@ -31,23 +31,10 @@ import hf_lightning
 import hf_lightning.callbacks as hfl_callbacks
 
 SPEED = ("runtime", "per_second")
-EVENTS = [
-    "on_init_end",
-    "on_train_begin",
-    "on_epoch_begin",
-    "on_step_begin",
-    "on_pre_optimizer_step",
-    "on_optimizer_step",
-    "on_substep_end",
-    "on_step_end",
-    "on_log",
-    "on_evaluate",
-    "on_prediction_step",
-    "on_predict",
-    "on_save",
-    "on_epoch_end",
-    "on_train_end",
-]
+EVENTS = (
+    "on_init_end on_train_begin on_epoch_begin on_step_begin on_pre_optimizer_step on_optimizer_step on_substep_end "
+    "on_step_end on_log on_evaluate on_prediction_step on_predict on_save on_epoch_end on_train_end"
+).split()
 # 20 samples / batch 4 = 5 batches per epoch; GA 2 -> windows of 2, 2 and a short 1: 3 steps per epoch.
 FLOW = dict(
     n_eval=8,
@@ -141,21 +128,33 @@ for _name in ("on_train_begin", "on_epoch_begin", "on_step_begin", "on_substep_e
 # ---- 1. every event, in HF's order, with HF's kwargs -------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "budget", [dict(num_train_epochs=2), dict(max_steps=4)], ids=["2-epochs-short-last-window", "max-steps-mid-epoch"]
-)
-def test_event_order_and_kwargs_match_transformers(budget: dict, tmp_path) -> None:
+ORDER_CASES = {
+    "2-epochs-short-last-window": dict(num_train_epochs=2),
+    "max-steps-mid-epoch": dict(max_steps=4),
+    "epoch-strategies-eval-on-start": dict(
+        num_train_epochs=1.5,
+        eval_on_start=True,
+        logging_first_step=True,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+    ),
+}
+LAST_STEP = {"2-epochs-short-last-window": 6, "max-steps-mid-epoch": 4, "epoch-strategies-eval-on-start": 5}
+
+
+@pytest.mark.parametrize("case", list(ORDER_CASES))
+def test_event_order_and_kwargs_match_transformers(case: str, tmp_path) -> None:
     events = {}
     for impl in ("hf", "hfl"):
         recorder = EventRecorder()
-        trainer = run_job(impl, str(tmp_path / impl), callbacks=[recorder], **FLOW, **budget)
+        trainer = run_job(impl, str(tmp_path / impl), callbacks=[recorder], **{**FLOW, **ORDER_CASES[case]})
         trainer.evaluate()
         trainer.predict(ToyClassification(6, seed=3))
         events[impl] = recorder.events
     assert events["hfl"] == events["hf"]
     assert {e[0] for e in events["hf"]} == set(EVENTS)
-    steps = [e[1] for e in events["hfl"] if e[0] == "on_step_end"]
-    assert steps[-1] == (6 if "num_train_epochs" in budget else 4)
+    assert [e[1] for e in events["hfl"] if e[0] == "on_step_end"][-1] == LAST_STEP[case]
 
 
 # ---- 2. control flags and early stopping -------------------------------------------------------------------
@@ -370,21 +369,16 @@ def test_lightning_callbacks_run_in_the_lightning_trainer(tmp_path) -> None:
 # ---- 6. report_to -> Lightning loggers ---------------------------------------------------------------------
 
 
-def _scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
+def _scalars(event_dir: str, text: bool = False) -> Any:
+    """The (step, value) series of each scalar tag in a TensorBoard folder (or, with `text`, the text tags)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(event_dir)
     acc.Reload()
+    if text:
+        return {t for t in acc.Tags()["tensors"] if t.endswith("text_summary")}
     tags = [t for t in acc.Tags()["scalars"] if not any(s in t for s in SPEED)]
     return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags}
-
-
-def _text_tags(event_dir: str) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(event_dir)
-    acc.Reload()
-    return {t for t in acc.Tags()["tensors"] if t.endswith("text_summary")}
 
 
 def test_report_to_tensorboard_and_csv_get_what_transformers_logs(tmp_path) -> None:
@@ -400,7 +394,8 @@ def test_report_to_tensorboard_and_csv_get_what_transformers_logs(tmp_path) -> N
     assert ours == theirs
     assert {"train/loss", "train/grad_norm", "train/learning_rate", "eval/loss", "train/train_loss"} <= set(ours)
     assert [step for step, _ in ours["eval/loss"]] == [2, 4, 6, 6]
-    assert _text_tags(hfl_dir) == _text_tags(hf_dir) == {"args/text_summary", "model_config/text_summary"}
+    text_tags = {"args/text_summary", "model_config/text_summary"}
+    assert _scalars(hfl_dir, text=True) == _scalars(hf_dir, text=True) == text_tags
 
     with open(tmp_path / "hfl" / "csv_logs" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -441,22 +436,23 @@ class _Recording(pl.loggers.Logger):
         self.hparams.append(params)
 
 
-@pytest.mark.parametrize(("backend", "loss_key"), [("MLFlowLogger", "loss"), ("WandbLogger", "train/loss")])
-def test_lightning_loggers_get_transformers_names(backend: str, loss_key: str, tmp_path) -> None:
-    """HF's WandbCallback renames keys like its TensorBoard callback (`rewrite_logs`); MLflow's keeps them."""
+@pytest.mark.parametrize(("backend", "rewritten"), [("MLFlowLogger", False), ("WandbLogger", True)])
+def test_lightning_loggers_get_transformers_names(backend: str, rewritten: bool, tmp_path) -> None:
+    """HF's WandbCallback renames keys like its TensorBoard callback (`rewrite_logs`); its MLflow one keeps them."""
+    from transformers.integrations.integration_utils import rewrite_logs
+
     lg = type(backend, (_Recording,), {})()
-    trainer = _make_trainer("hfl", tmp_path, gradient_accumulation_steps=2, max_steps=2)
-    trainer.add_callback(hfl_callbacks.LightningLoggersCallback([lg]))
+    # before the printer callback (which pops `total_flos`), where `report_to` puts it
+    reporter = hfl_callbacks.LightningLoggersCallback([lg])
+    trainer = _make_trainer("hfl", tmp_path, [reporter], gradient_accumulation_steps=2, max_steps=2)
     trainer.train()
-    assert lg.hparams[0]["learning_rate"] == 1e-3 and lg.hparams[0]["output_dir"] == str(tmp_path)
-    steps = [(step, sorted(m)) for step, m in lg.metrics]
-    eval_key = "eval/loss" if "/" in loss_key else "eval_loss"
-    assert [s for s, keys in steps if loss_key in keys] == [1, 2]
     trainer.log({"eval_loss": 0.5, "note": "text"})
-    assert lg.metrics[-1] == (
-        2,
-        {eval_key: 0.5, ("train/epoch" if "/" in loss_key else "epoch"): 0.8},
-    )  # 4 of 5 batches
+    assert lg.hparams[0]["learning_rate"] == 1e-3 and lg.hparams[0]["output_dir"] == str(tmp_path)
+    history = trainer.state.log_history
+    logged = [{k: float(v) for k, v in e.items() if k not in ("step", "note")} for e in history]
+    assert lg.metrics == [(e["step"], rewrite_logs(d) if rewritten else d) for e, d in zip(history, logged)]
+    last = {"eval_loss": 0.5, "epoch": 0.8}  # 4 of 5 batches
+    assert lg.metrics[-1] == (2, rewrite_logs(last) if rewritten else last)
 
 
 @pytest.mark.parametrize(
