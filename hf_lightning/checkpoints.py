@@ -41,6 +41,8 @@ from transformers.trainer_utils import (
 )
 from transformers.utils.import_utils import check_torch_load_is_safe
 
+from hf_lightning.evaluation import metric_for_best_model_value
+
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE_NAME = "trainer_state.json"
@@ -318,16 +320,7 @@ class CheckpointMixin:
         """Track `best_metric` / `best_global_step` for `metric_for_best_model` (HF's rule)."""
         if self.args.metric_for_best_model is None:
             return False
-        metric_to_check = self.args.metric_for_best_model
-        if not metric_to_check.startswith("eval_"):
-            metric_to_check = f"eval_{metric_to_check}"
-        if metric_to_check not in metrics:
-            raise KeyError(
-                f"The `metric_for_best_model` training argument is set to '{metric_to_check}', which is not found in "
-                f"the evaluation metrics. The available evaluation metrics are: {list(metrics.keys())}. Consider "
-                "changing the `metric_for_best_model` via the TrainingArguments."
-            )
-        value = metrics[metric_to_check]
+        value = metric_for_best_model_value(self.args, metrics)
         operator = np.greater if self.args.greater_is_better else np.less
         if self.state.best_metric is None:
             self.state.best_metric = float("-inf") if self.args.greater_is_better else float("inf")

@@ -127,6 +127,20 @@ def _check_metrics(metrics: Any) -> dict[str, Any]:
     return denumpify_detensorize(metrics)
 
 
+def metric_for_best_model_value(args: Any, metrics: dict[str, float]) -> float:
+    """The value of `metric_for_best_model` (`eval_`-prefixed as HF does); a KeyError naming it when absent."""
+    metric_to_check = args.metric_for_best_model
+    if not metric_to_check.startswith("eval_"):
+        metric_to_check = f"eval_{metric_to_check}"
+    if metric_to_check not in metrics:
+        raise KeyError(
+            f"The `metric_for_best_model` training argument is set to '{metric_to_check}', which is not found in "
+            f"the evaluation metrics. The available evaluation metrics are: {list(metrics.keys())}. Consider "
+            "changing the `metric_for_best_model` via the TrainingArguments."
+        )
+    return metrics[metric_to_check]
+
+
 class EvaluationMixin:
     """`evaluate`, `predict`, `prediction_step`, `get_eval_dataloader`, `get_test_dataloader` for the Trainer."""
 
@@ -418,13 +432,5 @@ class EvaluationMixin:
 
         metrics = self.evaluate(ignore_keys=ignore_keys_for_eval)
         if is_metric_scheduler(self.lr_scheduler) and not skip_scheduler:
-            metric_to_check = self.args.metric_for_best_model
-            if not metric_to_check.startswith("eval_"):
-                metric_to_check = f"eval_{metric_to_check}"
-            if metric_to_check not in metrics:
-                raise KeyError(
-                    f"The `metric_for_best_model` training argument is set to '{metric_to_check}', which is not found "
-                    f"in the evaluation metrics: {list(metrics.keys())}."
-                )
-            self.lr_scheduler.step(metrics[metric_to_check])
+            self.lr_scheduler.step(metric_for_best_model_value(self.args, metrics))
         return metrics
