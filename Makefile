@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 TORCH_SERIES := 2.13
 STAMP := $(VENV)/.installed
-CHECK_PATHS := hf_lightning tests examples benchmarks
+CHECK_PATHS := $(wildcard hf_lightning tests examples benchmarks)
 
 .PHONY: venv demo test lint format clean
 
