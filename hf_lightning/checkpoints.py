@@ -42,6 +42,12 @@ from transformers.trainer_utils import (
 from transformers.utils.import_utils import check_torch_load_is_safe
 
 from hf_lightning.evaluation import metric_for_best_model_value
+from hf_lightning.strategies import (
+    full_optimizer_state_dict,
+    full_state_dict,
+    is_sharded_strategy,
+    load_full_optimizer_state_dict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -182,12 +188,12 @@ class CheckpointMixin:
         _barrier()
 
     def _full_state_dict(self) -> dict | None:
-        """The full (unsharded) state dict when a sharding strategy holds the weights, else None."""
+        """The full (unsharded) state dict when a sharding strategy holds the weights (gathered by every rank,
+        materialised on rank 0), else None."""
         strategy = getattr(getattr(self, "lightning_trainer", None), "strategy", None)
-        if strategy is None or type(strategy).__name__ not in ("FSDPStrategy", "DeepSpeedStrategy"):
+        if strategy is None or getattr(strategy, "model", None) is None:
             return None
-        full = strategy.lightning_module_state_dict()
-        return {k[len("model.") :]: v for k, v in full.items() if k.startswith("model.")}
+        return full_state_dict(strategy)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
@@ -287,9 +293,13 @@ class CheckpointMixin:
                 self.state.stateful_callbacks[name] = cb.state()
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        strategy = getattr(getattr(self, "lightning_trainer", None), "strategy", None)
+        state = full_optimizer_state_dict(strategy, self.optimizer)  # a collective under FSDP
         if not self.args.should_save:
             return
-        torch.save(self.optimizer.state_dict(), os.path.join(output_dir, OPTIMIZER_NAME))
+        torch.save(
+            state if state is not None else self.optimizer.state_dict(), os.path.join(output_dir, OPTIMIZER_NAME)
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
@@ -432,10 +442,23 @@ class CheckpointMixin:
         if not (os.path.isfile(opt_path) and os.path.isfile(sched_path)):
             return
         # On the CPU: Lightning's strategy moves the optimizer state to the device with the model.
-        self.optimizer.load_state_dict(_torch_load(opt_path, map_location="cpu"))
+        state = _torch_load(opt_path, map_location="cpu")
+        if is_sharded_strategy(getattr(getattr(self, "lightning_trainer", None), "strategy", None)):
+            # A full (gathered) state is sharded onto the optimizer once the strategy has wrapped the model.
+            self._pending_optimizer_state = state
+        else:
+            self.optimizer.load_state_dict(state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.lr_scheduler.load_state_dict(_torch_load(sched_path))
+
+    def _load_pending_optimizer_state(self) -> None:
+        """Shard a resumed full optimizer state onto the (now wrapped) model's optimizer (FSDP)."""
+        state = getattr(self, "_pending_optimizer_state", None)
+        if state is None:
+            return
+        self._pending_optimizer_state = None
+        load_full_optimizer_state_dict(self.lightning_trainer.strategy, self.optimizer, state)
 
     def _load_scaler(self, checkpoint: str | None) -> None:
         """Restore the AMP grad scaler (call once the Lightning precision plugin exists)."""

@@ -79,6 +79,8 @@ def _serialisable(value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [_serialisable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _serialisable(v) for k, v in value.items()}
     return type(value).__name__
 
 
@@ -135,6 +137,16 @@ class TrainingArguments(transformers.TrainingArguments):
     plugins: Union[None, str, Any] = field(
         default=None, metadata={"help": "Lightning plugins (an object, a registered name, or a list of them)."}
     )
+    profiler: Union[None, str, Any] = field(
+        default=None, metadata={"help": "Lightning profiler: 'simple', 'advanced', 'pytorch' or a Profiler object."}
+    )
+    lightning_trainer_kwargs: Union[None, dict, str] = field(
+        default=None,
+        metadata={
+            "help": "Extra `lightning.Trainer` keyword arguments (a dict, or JSON on the command line); they override "
+            "the translated ones. `callbacks` and `logger` are added to the Trainer's own."
+        },
+    )
 
     # --- transformers v4 names (deprecated; translated in __post_init__) ---
     evaluation_strategy: Union[IntervalStrategy, str, None] = _legacy("use `eval_strategy`.")
@@ -157,7 +169,15 @@ class TrainingArguments(transformers.TrainingArguments):
         self._translate_legacy()
         self._check_lightning_fields()
         self._check_values()
+        # HF resolves `deepspeed` through a check that the package is installed; hf_lightning resolves the "auto"
+        # values itself (`strategies.deepspeed_config`), so the arguments build (and translate) without it.
+        deepspeed, self.deepspeed = self.deepspeed, None
         super().__post_init__()
+        self.deepspeed = deepspeed
+        if deepspeed:
+            from hf_lightning.strategies import deepspeed_config
+
+            deepspeed_config(self)
 
     # --- devices and processes: Lightning's, not accelerate's ---
 
@@ -303,6 +323,15 @@ class TrainingArguments(transformers.TrainingArguments):
                 raise ValueError(f"`accelerator` must be a name or an Accelerator, got {self.accelerator!r}")
 
         self.devices = _parse_devices("auto" if self.devices is None else self.devices)
+        if isinstance(self.lightning_trainer_kwargs, str):
+            import json
+
+            try:
+                self.lightning_trainer_kwargs = json.loads(self.lightning_trainer_kwargs)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"`lightning_trainer_kwargs` is not valid JSON: {exc}") from None
+        if self.lightning_trainer_kwargs is not None and not isinstance(self.lightning_trainer_kwargs, dict):
+            raise ValueError(f"`lightning_trainer_kwargs` must be a dict, got {self.lightning_trainer_kwargs!r}")
         if isinstance(self.num_nodes, bool) or not isinstance(self.num_nodes, int) or self.num_nodes < 1:
             raise ValueError(f"`num_nodes` must be an int >= 1, got {self.num_nodes!r}")
 
@@ -384,7 +413,7 @@ class TrainingArguments(transformers.TrainingArguments):
         for name in LEGACY_FIELDS:
             if d.get(name) is None:
                 d.pop(name, None)
-        for name in ("accelerator", "strategy", "plugins"):
+        for name in ("accelerator", "strategy", "plugins", "profiler", "lightning_trainer_kwargs"):
             d[name] = _serialisable(d[name])
         return d
 

@@ -11,20 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from hf_lightning.strategies import build_strategy
 from hf_lightning.training_args import lightning_accelerator, lightning_precision
 
 
-def _strategy(args: Any) -> Any:
-    return args.strategy
+def _as_list(value: Any) -> list:
+    if value is None or value is False or value is True:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 TRANSLATION: list[tuple[str, Callable[[Any], Any], str]] = [
     ("accelerator", lightning_accelerator, "`use_cpu` forces 'cpu'; else the `accelerator` field ('auto')"),
     ("devices", lambda a: a.devices, "`devices` field ('auto' = every visible device)"),
     ("num_nodes", lambda a: a.num_nodes, "`num_nodes` field"),
-    ("strategy", _strategy, "`strategy` field: a name or a Lightning Strategy object"),
+    ("strategy", build_strategy, "`strategy` / `fsdp` / `deepspeed` / `ddp_*` (see `hf_lightning.strategies`)"),
     ("precision", lightning_precision, "`precision` field, else fp16 -> '16-mixed', bf16 -> 'bf16-mixed', '32-true'"),
     ("plugins", lambda a: a.plugins, "`plugins` field"),
+    ("profiler", lambda a: getattr(a, "profiler", None), "`profiler` field"),
     ("max_epochs", lambda a: -1, "HF's epoch budget (fractional epochs) is enforced by the HF loop"),
     ("max_steps", lambda a: -1, "HF's `max_steps` is enforced by `DefaultFlowCallback` -> `should_stop`"),
     ("accumulate_grad_batches", lambda a: 1, "windows of `gradient_accumulation_steps` run in manual optimisation"),
@@ -41,8 +45,20 @@ TRANSLATION: list[tuple[str, Callable[[Any], Any], str]] = [
 ]
 
 
-def lightning_trainer_kwargs(args: Any) -> dict[str, Any]:
-    """Evaluate the table for `args`; `lightning_trainer_kwargs` fields of `args` override rows."""
-    kwargs = {name: value(args) for name, value, _ in TRANSLATION}
-    kwargs.update(getattr(args, "lightning_trainer_kwargs", None) or {})
+def lightning_trainer_kwargs(
+    args: Any, model: Any = None, callbacks: list | None = None, loggers: list | None = None
+) -> dict[str, Any]:
+    """Evaluate the table for `args` (`model` informs the strategy: DDP's unused-parameter default, FSDP's wrap
+    policy); `args.lightning_trainer_kwargs` override rows, except `callbacks` and `logger`, which are added to
+    `callbacks` / `loggers` (the Trainer's Lightning callbacks and `report_to` loggers)."""
+    kwargs = {
+        name: (build_strategy(args, model) if value is build_strategy else value(args))
+        for name, value, _ in TRANSLATION
+    }
+    extra = dict(getattr(args, "lightning_trainer_kwargs", None) or {})
+    kwargs["callbacks"] = list(callbacks or []) + _as_list(extra.pop("callbacks", None))
+    user_logger = extra.pop("logger", None)
+    all_loggers = list(loggers or []) + _as_list(user_logger)
+    kwargs["logger"] = all_loggers if all_loggers else user_logger is True
+    kwargs.update(extra)
     return kwargs

@@ -1,0 +1,426 @@
+"""HF's distributed arguments -> a Lightning `Strategy`.
+
+`transformers.TrainingArguments` describes distribution with `ddp_*`, `fsdp` / `fsdp_config` and `deepspeed`; Lightning
+with a `strategy`. `build_strategy` turns the first into the second, so the HF arguments keep their meaning:
+
+* DDP (`strategy="ddp"`, its registered variants, or "auto" on several processes): `ddp_backend`, `ddp_timeout`,
+  `ddp_find_unused_parameters` (HF's default: True unless activation checkpointing), `ddp_bucket_cap_mb`,
+  `ddp_broadcast_buffers`, `ddp_static_graph` become `DDPStrategy` arguments. In a notebook the process start
+  method is "fork" (Lightning's `ddp_notebook`): the other launchers cannot run from an interactive session.
+* FSDP (`fsdp=True` / `fsdp_config`, or `strategy="fsdp"`): sharding, auto-wrap policy (from
+  `transformer_layer_cls_to_wrap`, else the model's `_no_split_modules`), CPU offload, activation checkpointing,
+  prefetching and state-dict type become `FSDPStrategy` arguments.
+* DeepSpeed (`deepspeed=` a dict or JSON path, or `strategy="deepspeed..."`): HF's `"auto"` values are resolved
+  from the arguments exactly as `HfTrainerDeepSpeedConfig` does (`deepspeed_config`), then the keys Lightning
+  sets itself are handed over the way it requires (`deepspeed_strategy_config`).
+
+A `Strategy` object in `args.strategy` is used as given. What a strategy cannot do raises before training.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "build_strategy",
+    "ddp_strategy_kwargs",
+    "deepspeed_config",
+    "deepspeed_strategy_config",
+    "fsdp_strategy_kwargs",
+    "full_state_dict",
+    "is_interactive",
+    "strategy_family",
+]
+
+_HF_DEFAULT_DDP_TIMEOUT = 1800
+# Keys Lightning's DeepSpeedStrategy fills itself (it refuses `gradient_accumulation_steps` in the config).
+_LIGHTNING_OWNED_DS_KEYS = ("gradient_accumulation_steps", "train_batch_size")
+# The optimiser and schedule come from `TrainingArguments` (HF's `optim` / `lr_scheduler_type`), as for any strategy.
+_HF_OWNED_DS_SECTIONS = ("optimizer", "scheduler")
+_FAMILIES = {"DDPStrategy": "ddp", "FSDPStrategy": "fsdp", "DeepSpeedStrategy": "deepspeed"}
+
+
+def is_interactive() -> bool:
+    """Whether Python runs interactively (a notebook or REPL), where only forked DDP workers can start."""
+    from lightning.fabric.utilities import imports
+
+    return bool(imports._IS_INTERACTIVE)
+
+
+def _registry_entry(name: str) -> tuple[str, dict[str, Any]]:
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    if name not in StrategyRegistry:
+        return "", {}
+    entry = StrategyRegistry[name]
+    return entry["strategy"].__name__, dict(entry["init_params"])
+
+
+def strategy_family(args: Any) -> str:
+    """ "ddp", "fsdp", "deepspeed", "auto" or "other" (a different registered name or a Strategy object), from
+    `strategy`, `fsdp` and `deepspeed`; contradicting choices raise, naming the arguments."""
+    strategy = getattr(args, "strategy", "auto")
+    wants_fsdp, wants_ds = bool(getattr(args, "fsdp", None)), bool(getattr(args, "deepspeed", None))
+    if wants_fsdp and wants_ds:
+        raise ValueError("`fsdp` and `deepspeed` were both given; choose one sharding strategy.")
+    if not isinstance(strategy, str):
+        family = next((f for cls, f in _FAMILIES.items() if _is_a(strategy, cls)), "other")
+    elif strategy == "auto":
+        family = "auto"
+    else:
+        family = _FAMILIES.get(_registry_entry(strategy)[0], "other")
+    for flag, wanted in (("fsdp", wants_fsdp), ("deepspeed", wants_ds)):
+        if wanted and family not in ("auto", flag):
+            raise ValueError(f"`{flag}` was given but `strategy`={_describe(strategy)} is not a {flag} strategy.")
+        if wanted:
+            family = flag
+    return family
+
+
+def _describe(strategy: Any) -> str:
+    return repr(strategy) if isinstance(strategy, str) else type(strategy).__name__
+
+
+# ---- DDP ----------------------------------------------------------------------------------------------
+
+
+def _hf_ddp_args_given(args: Any) -> bool:
+    names = ("ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "ddp_static_graph")
+    return (
+        any(getattr(args, n, None) is not None for n in names)
+        or getattr(args, "ddp_backend", None) is not None
+        or getattr(args, "ddp_timeout", _HF_DEFAULT_DDP_TIMEOUT) != _HF_DEFAULT_DDP_TIMEOUT
+    )
+
+
+def expected_processes(args: Any) -> int:
+    """How many processes the run will have (devices x nodes, or the launcher's `WORLD_SIZE`)."""
+    devices = args.devices
+    if isinstance(devices, list):
+        per_node = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        per_node = devices
+    elif args.use_cpu or args.accelerator == "cpu" or not torch.cuda.is_available():
+        per_node = 1
+    else:
+        per_node = torch.cuda.device_count()
+    return max(per_node * args.num_nodes, int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def ddp_strategy_kwargs(args: Any, model: nn.Module | None = None) -> dict[str, Any]:
+    """`DDPStrategy` keyword arguments for HF's `ddp_*` arguments (HF's `_build_accelerator_args` defaults)."""
+    from transformers import PreTrainedModel
+
+    if args.ddp_find_unused_parameters is not None:
+        find_unused = args.ddp_find_unused_parameters
+    elif isinstance(model, PreTrainedModel):
+        find_unused = not (getattr(model, "is_activation_checkpointing", False) or args.activation_checkpointing)
+    else:
+        find_unused = True
+    kwargs: dict[str, Any] = {
+        "process_group_backend": args.ddp_backend,
+        "timeout": timedelta(seconds=args.ddp_timeout),
+        "find_unused_parameters": find_unused,
+    }
+    for hf_name, ddp_name in (
+        ("ddp_bucket_cap_mb", "bucket_cap_mb"),
+        ("ddp_broadcast_buffers", "broadcast_buffers"),
+        ("ddp_static_graph", "static_graph"),
+    ):
+        if getattr(args, hf_name) is not None:
+            kwargs[ddp_name] = getattr(args, hf_name)
+    return kwargs
+
+
+def _ddp_strategy(args: Any, model: nn.Module | None) -> Any:
+    from lightning.pytorch.strategies import DDPStrategy
+
+    name = args.strategy if isinstance(args.strategy, str) and args.strategy != "auto" else "ddp"
+    kwargs = ddp_strategy_kwargs(args, model)
+    kwargs.update(_registry_entry(name)[1])  # a name's own choices (start method, find_unused_...) win
+    if is_interactive() and kwargs.get("start_method") in ("popen", "spawn", "forkserver"):
+        logger.info("Interactive session: DDP workers are forked (Lightning's 'ddp_notebook') instead of %r.", name)
+        kwargs["start_method"] = "fork"
+    return DDPStrategy(**kwargs)
+
+
+# ---- FSDP ---------------------------------------------------------------------------------------------
+
+
+def _fsdp_config(args: Any) -> dict[str, Any]:
+    config = getattr(args, "fsdp_config", None) or {}
+    if isinstance(config, str):
+        with open(config, encoding="utf-8") as f:
+            config = json.load(f)
+    return {k[5:] if k.startswith("fsdp_") else k: v for k, v in config.items()}
+
+
+def _as_bool(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y", "on", "t")
+
+
+def _layer_classes(model: nn.Module | None, names: list[str]) -> set[type[nn.Module]]:
+    if model is None:
+        raise ValueError(
+            "`fsdp_config['transformer_layer_cls_to_wrap']` names layer classes; the model is needed to find them."
+        )
+    by_name = {type(m).__name__: type(m) for m in model.modules()}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(
+            f"`fsdp_config['transformer_layer_cls_to_wrap']`: no module of class {missing} in "
+            f"{type(model).__name__}; its layer classes are e.g. {sorted(by_name)[:8]}."
+        )
+    return {by_name[n] for n in names}
+
+
+def fsdp_strategy_kwargs(args: Any, model: nn.Module | None = None) -> dict[str, Any]:
+    """`FSDPStrategy` keyword arguments for `fsdp_config` (HF's keys, with or without the `fsdp_` prefix)."""
+    config = _fsdp_config(args)
+    version = int(config.get("version", 2))
+    reshard = config.get("reshard_after_forward", True if version == 2 else "full_shard")
+    fsdp = getattr(args, "fsdp", None)
+    if isinstance(fsdp, (str, list)):  # HF's legacy options: "full_shard auto_wrap offload" ...
+        items = fsdp.split() if isinstance(fsdp, str) else list(fsdp)
+        reshard = next((i for i in items if i.upper() in ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD")), reshard)
+        if "offload" in items:
+            config.setdefault("cpu_offload", True)
+    if isinstance(reshard, bool) or str(reshard).lower() in ("true", "false"):
+        sharding = "FULL_SHARD" if _as_bool(reshard) else "SHARD_GRAD_OP"
+    else:
+        sharding = str(reshard).upper()
+    kwargs: dict[str, Any] = {
+        "sharding_strategy": sharding,
+        "cpu_offload": _as_bool(config.get("cpu_offload", False)),
+        "state_dict_type": "sharded"
+        if str(config.get("state_dict_type", "")).upper().startswith("SHARDED")
+        else "full",
+        "use_orig_params": _as_bool(config.get("use_orig_params", True)),
+        "process_group_backend": args.ddp_backend,
+        "timeout": timedelta(seconds=args.ddp_timeout),
+    }
+    policy = str(config.get("auto_wrap_policy", "TRANSFORMER_BASED_WRAP")).upper()
+    layers: set[type[nn.Module]] | None = None
+    if policy == "TRANSFORMER_BASED_WRAP":
+        names = config.get("transformer_layer_cls_to_wrap") or list(getattr(model, "_no_split_modules", None) or [])
+        names = [names] if isinstance(names, str) else list(names)
+        layers = _layer_classes(model, names) if names else None
+        if layers:
+            kwargs["auto_wrap_policy"] = layers
+    elif policy == "SIZE_BASED_WRAP":
+        from torch.distributed.fsdp.wrap import size_based_auto_wrap_policy
+
+        min_params = int(config.get("min_num_params", 0)) or int(1e8)
+        kwargs["auto_wrap_policy"] = functools.partial(size_based_auto_wrap_policy, min_num_params=min_params)
+    elif policy != "NO_WRAP":
+        raise ValueError(
+            f"`fsdp_config['auto_wrap_policy']`={policy!r}: expected TRANSFORMER_BASED_WRAP, SIZE_BASED_WRAP or "
+            "NO_WRAP."
+        )
+    if _as_bool(config.get("activation_checkpointing", False)):
+        if not layers:
+            raise ValueError(
+                "`fsdp_config['activation_checkpointing']` needs the layer classes to checkpoint: set "
+                "`transformer_layer_cls_to_wrap` (or use a model with `_no_split_modules`)."
+            )
+        kwargs["activation_checkpointing_policy"] = layers
+    if "backward_prefetch" in config and str(config["backward_prefetch"]).upper() != "NO_PREFETCH":
+        from torch.distributed.fsdp import BackwardPrefetch
+
+        kwargs["backward_prefetch"] = BackwardPrefetch[str(config["backward_prefetch"]).upper()]
+    for key in ("forward_prefetch", "sync_module_states", "limit_all_gathers"):
+        if key in config:
+            kwargs[key] = _as_bool(config[key])
+    return kwargs
+
+
+# ---- DeepSpeed ----------------------------------------------------------------------------------------
+
+
+def _hf_deepspeed_config(config: dict[str, Any]) -> Any:
+    """HF's `HfTrainerDeepSpeedConfig` logic on accelerate's plain-Python config class: transformers only builds the
+    class when the `deepspeed` package is installed, but resolving "auto" values needs none of it, so the
+    translation works (and is tested) without DeepSpeed."""
+    from functools import partialmethod
+
+    from accelerate.utils.deepspeed import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    hf = vars(HfTrainerDeepSpeedConfig)
+    names = ("is_auto", "fill_match", "trainer_config_process", "trainer_config_finalize", "dtype")
+    methods: dict[str, Any] = {name: hf[name] for name in names}
+    methods["fill_only"] = partialmethod(hf["fill_match"], must_match=False)
+    resolver = type("HfDeepSpeedAutoConfig", (HfDeepSpeedConfig,), methods)(copy.deepcopy(config))
+    resolver._dtype = None
+    resolver.mismatches = []
+    return resolver
+
+
+def load_deepspeed_config(value: Any) -> dict[str, Any]:
+    """`deepspeed` as given to `TrainingArguments`: a dict, or a path to a JSON file."""
+    if isinstance(value, dict):
+        return copy.deepcopy(value)
+    if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+        if not os.path.isfile(path):
+            raise ValueError(f"`deepspeed`={path!r} is not a JSON file (nor a dict).")
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    raise ValueError(f"`deepspeed` must be a dict or the path of a JSON file, got {type(value).__name__}.")
+
+
+def deepspeed_config(
+    args: Any, model: nn.Module | None = None, num_training_steps: int | None = None
+) -> dict[str, Any]:
+    """The DeepSpeed config with HF's `"auto"` values resolved from `args` (and, given them, the model's hidden
+    size and the step budget): `trainer_config_process` then `trainer_config_finalize`, mismatches raising."""
+    hf_config = _hf_deepspeed_config(load_deepspeed_config(args.deepspeed))
+    hf_config.trainer_config_process(args)
+    if model is not None and num_training_steps is not None:
+        hf_config.trainer_config_finalize(args, model, num_training_steps)
+    elif hf_config.mismatches:
+        raise ValueError(
+            "Please correct the following DeepSpeed config values that mismatch TrainingArguments values:\n"
+            + "\n".join(hf_config.mismatches)
+            + "\nThe easiest method is to set these DeepSpeed config values to 'auto'."
+        )
+    return hf_config.config
+
+
+def deepspeed_strategy_config(args: Any, model: nn.Module | None = None) -> dict[str, Any]:
+    """The config handed to Lightning's `DeepSpeedStrategy`: HF-resolved, minus what Lightning sets itself
+    (`gradient_accumulation_steps`, `train_batch_size`) and minus the optimiser/scheduler sections (the HF loop
+    builds those from `TrainingArguments`). `gradient_clipping` (HF's `max_grad_norm`) stays: DeepSpeed clips."""
+    if args.gradient_accumulation_steps > 1:
+        raise ValueError(
+            f"`gradient_accumulation_steps`={args.gradient_accumulation_steps} is not supported with `deepspeed`: "
+            "the DeepSpeed engine owns accumulation and Lightning only hands it over with automatic optimisation, "
+            "while hf_lightning steps manually at HF's window boundaries. Raise `per_device_train_batch_size` "
+            "instead, or use DDP/FSDP."
+        )
+    config = deepspeed_config(args, model)
+    for key in _LIGHTNING_OWNED_DS_KEYS:
+        config.pop(key, None)
+    for section in _HF_OWNED_DS_SECTIONS:
+        if config.pop(section, None) is not None:
+            logger.warning(
+                "The DeepSpeed config's %r section is ignored: the %s comes from TrainingArguments (`%s`).",
+                section,
+                section,
+                "optim" if section == "optimizer" else "lr_scheduler_type",
+            )
+    config.setdefault("gradient_clipping", args.max_grad_norm)
+    return config
+
+
+def _deepspeed_strategy(args: Any, model: nn.Module | None) -> Any:
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+    from lightning.pytorch.strategies.deepspeed import _DEEPSPEED_AVAILABLE
+
+    name = args.strategy if isinstance(args.strategy, str) and args.strategy != "auto" else "deepspeed"
+    kwargs = _registry_entry(name)[1]
+    if args.deepspeed:
+        kwargs = {"config": deepspeed_strategy_config(args, model)}
+    elif args.gradient_accumulation_steps > 1:
+        deepspeed_strategy_config(args)  # raises the accumulation error
+    if not _DEEPSPEED_AVAILABLE:
+        raise ImportError(
+            f"`strategy`={_describe(args.strategy)} / `deepspeed` needs the `deepspeed` package: "
+            "`pip install deepspeed` (on a machine with a CUDA toolkit)."
+        )
+    return DeepSpeedStrategy(
+        process_group_backend=args.ddp_backend, timeout=timedelta(seconds=args.ddp_timeout), **kwargs
+    )
+
+
+# ---- entry points -------------------------------------------------------------------------------------
+
+
+def build_strategy(args: Any, model: nn.Module | None = None) -> Any:
+    """The Lightning `strategy` for `args` (a name Lightning resolves, or a configured Strategy object)."""
+    family = strategy_family(args)
+    strategy = args.strategy
+    if not isinstance(strategy, str):
+        if _hf_ddp_args_given(args) or args.fsdp or args.deepspeed:
+            logger.warning(
+                "`strategy` is a %s object: it is used as given; HF's ddp_*/fsdp arguments are not applied.",
+                type(strategy).__name__,
+            )
+        return strategy
+    if family == "ddp" or (family == "auto" and expected_processes(args) > 1):
+        return _ddp_strategy(args, model)
+    if family == "fsdp":
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        kwargs = fsdp_strategy_kwargs(args, model)
+        kwargs.update(_registry_entry(strategy)[1] if strategy != "auto" else {})
+        return FSDPStrategy(**kwargs)
+    if family == "deepspeed":
+        return _deepspeed_strategy(args, model)
+    return strategy
+
+
+def _is_a(strategy: Any, class_name: str) -> bool:
+    return any(c.__name__ == class_name for c in type(strategy).__mro__)
+
+
+def full_state_dict(strategy: Any) -> dict[str, torch.Tensor] | None:
+    """The HF model's full (unsharded) state dict under a sharding strategy: a collective every rank calls, the
+    tensors materialised on rank 0 only (on the CPU). None when the strategy does not shard the weights."""
+    if _is_a(strategy, "FSDPStrategy"):
+        from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
+
+        config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+        with FullyShardedDataParallel.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, config):
+            full = strategy.model.state_dict()
+    elif _is_a(strategy, "DeepSpeedStrategy"):
+        full = strategy.lightning_module_state_dict()
+    else:
+        return None
+    prefix = "model."
+    return {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
+
+
+def is_sharded_strategy(strategy: Any) -> bool:
+    """Whether `strategy` shards weights and optimizer state over the ranks (FSDP)."""
+    return strategy is not None and _is_a(strategy, "FSDPStrategy")
+
+
+def full_optimizer_state_dict(strategy: Any, optimizer: torch.optim.Optimizer) -> dict | None:
+    """Under FSDP, the optimizer state gathered to full parameter shapes (rank 0 holds it; a collective every rank
+    calls), so `optimizer.pt` is one file as HF writes it. None for other strategies."""
+    if not is_sharded_strategy(strategy) or getattr(strategy, "model", None) is None:
+        return None
+    from torch.distributed.fsdp import (
+        FullOptimStateDictConfig,
+        FullStateDictConfig,
+        FullyShardedDataParallel,
+        StateDictType,
+    )
+
+    model = strategy.model
+    with FullyShardedDataParallel.state_dict_type(
+        model,
+        StateDictType.FULL_STATE_DICT,
+        FullStateDictConfig(offload_to_cpu=True, rank0_only=True),
+        FullOptimStateDictConfig(offload_to_cpu=True, rank0_only=False),
+    ):
+        return FullyShardedDataParallel.optim_state_dict(model, optimizer)
+
+
+def load_full_optimizer_state_dict(strategy: Any, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a state written by `full_optimizer_state_dict` into the sharded optimizer (every rank)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    optimizer.load_state_dict(FullyShardedDataParallel.optim_state_dict_to_load(strategy.model, optimizer, state))

@@ -1,0 +1,87 @@
+"""A plain `lightning.Trainer` training an HF model with `HFLightningModule.from_args`, `HFDataModule` and
+`HFCheckpoint`: the same weights and losses as `hf_lightning.Trainer`, HF checkpoints that `from_pretrained` loads."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+from helpers import ToyClassification, assert_same_weights, tiny_bert
+from transformers import BertForSequenceClassification, set_seed
+
+from hf_lightning import HFCheckpoint, HFDataModule, HFLightningModule, Trainer, TrainingArguments
+
+KW = dict(
+    per_device_train_batch_size=4,
+    gradient_accumulation_steps=2,
+    learning_rate=1e-3,
+    logging_steps=1,
+    save_steps=2,
+    num_train_epochs=2,
+    report_to="none",
+    use_cpu=True,
+    seed=42,
+    disable_tqdm=True,
+)
+
+
+def _args(out: Path) -> TrainingArguments:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TrainingArguments(str(out), **KW)
+
+
+def _plain_lightning(out: Path) -> tuple[pl.Trainer, HFLightningModule]:
+    model = tiny_bert(dropout=0.0)
+    set_seed(42)  # the sampler's seed, as `hf_lightning.Trainer` sets it after the model is built
+    args = _args(out)
+    module = HFLightningModule.from_args(model, args)
+    data = HFDataModule(args, ToyClassification(20, seed=1), ToyClassification(8, seed=2))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[HFCheckpoint()],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, datamodule=data)
+    return trainer, module
+
+
+def test_plain_lightning_run_matches_the_facade(tmp_path: Path) -> None:
+    trainer, module = _plain_lightning(tmp_path / "pl")
+    facade = Trainer(
+        model=tiny_bert(dropout=0.0), args=_args(tmp_path / "hfl"), train_dataset=ToyClassification(20, seed=1)
+    )
+    facade.train()
+    assert trainer.global_step == facade.state.global_step == 6
+    assert_same_weights(module.model, facade.model)
+    ours = [(e["step"], e["loss"], e["learning_rate"], e["epoch"]) for e in module._loop.state.log_history]
+    theirs = [(e["step"], e["loss"], e["learning_rate"], e["epoch"]) for e in facade.state.log_history if "loss" in e]
+    assert ours == theirs
+    assert "eval_loss" in trainer.callback_metrics
+
+
+def test_hf_checkpoint_callback_writes_hf_layout(tmp_path: Path) -> None:
+    trainer, module = _plain_lightning(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    files = set(os.listdir(tmp_path / "checkpoint-6"))
+    expected = {"config.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json"}
+    assert expected | {"rng_state.pth", "training_args.bin"} == files
+    loaded = BertForSequenceClassification.from_pretrained(tmp_path / "checkpoint-6")
+    assert_same_weights(loaded, module.model)
+
+
+def test_datamodule_and_callback_reject_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="train_dataset"):
+        HFDataModule(_args(tmp_path))
+    with pytest.raises(ValueError, match="every_n_steps"):
+        HFCheckpoint(every_n_steps=0)

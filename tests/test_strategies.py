@@ -1,0 +1,353 @@
+"""HF distributed arguments -> Lightning strategies, and DDP training parity with one process.
+
+The DDP run uses 2 gloo ranks on loopback, forked from the test process (a fresh interpreter would spend ~10 s
+importing Lightning) with the launcher's environment set, so Lightning does not relaunch the test script.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import warnings
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from helpers import ToyClassification, tiny_bert
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+from torch import nn
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer
+
+from hf_lightning import Trainer, TrainingArguments
+from hf_lightning.strategies import (
+    build_strategy,
+    ddp_strategy_kwargs,
+    deepspeed_config,
+    deepspeed_strategy_config,
+    fsdp_strategy_kwargs,
+)
+from hf_lightning.translation import lightning_trainer_kwargs
+
+
+def make_args(out: Any, **kw: Any) -> TrainingArguments:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TrainingArguments(str(out), report_to="none", use_cpu=True, disable_tqdm=True, **kw)
+
+
+# ---- DDP arguments -------------------------------------------------------------------------------------
+
+
+def test_ddp_arguments_become_ddp_strategy_kwargs(tmp_path: Path) -> None:
+    args = make_args(
+        tmp_path,
+        strategy="ddp",
+        ddp_backend="gloo",
+        ddp_timeout=60,
+        ddp_find_unused_parameters=False,
+        ddp_bucket_cap_mb=5,
+        ddp_broadcast_buffers=False,
+        ddp_static_graph=True,
+    )
+    strategy = build_strategy(args, tiny_bert())
+    assert isinstance(strategy, DDPStrategy)
+    assert strategy.process_group_backend == "gloo" and strategy._timeout == timedelta(seconds=60)
+    assert strategy._ddp_kwargs == {
+        "find_unused_parameters": False,
+        "bucket_cap_mb": 5,
+        "broadcast_buffers": False,
+        "static_graph": True,
+    }
+    assert strategy._start_method == "popen"
+
+
+def test_ddp_find_unused_parameters_default_is_hfs(tmp_path: Path) -> None:
+    """HF: True for a PreTrainedModel unless activation checkpointing, True for other modules."""
+    assert ddp_strategy_kwargs(make_args(tmp_path), tiny_bert())["find_unused_parameters"] is True
+    checkpointed = make_args(tmp_path, activation_checkpointing=True)
+    assert ddp_strategy_kwargs(checkpointed, tiny_bert())["find_unused_parameters"] is False
+    assert ddp_strategy_kwargs(make_args(tmp_path), nn.Linear(2, 2))["find_unused_parameters"] is True
+
+
+def test_registered_ddp_names_keep_their_own_choices(tmp_path: Path) -> None:
+    strategy = build_strategy(make_args(tmp_path, strategy="ddp_spawn_find_unused_parameters_false"), tiny_bert())
+    assert strategy._start_method == "spawn" and strategy._ddp_kwargs["find_unused_parameters"] is False
+
+
+def test_auto_stays_auto_on_one_process_and_objects_pass_through(tmp_path: Path) -> None:
+    assert build_strategy(make_args(tmp_path), tiny_bert()) == "auto"
+    assert isinstance(build_strategy(make_args(tmp_path, devices=2), tiny_bert()), DDPStrategy)
+    given = DDPStrategy(find_unused_parameters=False)
+    assert build_strategy(make_args(tmp_path, strategy=given, ddp_static_graph=True)) is given
+
+
+def test_ddp_in_a_notebook_forks_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.fabric.utilities import imports
+
+    monkeypatch.setattr(imports, "_IS_INTERACTIVE", True)
+    for name in ("ddp", "ddp_spawn", "auto"):
+        strategy = build_strategy(make_args(tmp_path, strategy=name, devices=2), tiny_bert())
+        assert strategy._start_method == "fork", name
+
+
+def test_passthrough_fields_reach_the_lightning_trainer(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger, monitor = CSVLogger(str(tmp_path)), LearningRateMonitor()
+    args = make_args(
+        tmp_path,
+        profiler="simple",
+        lightning_trainer_kwargs={"benchmark": True, "logger": logger, "callbacks": [monitor]},
+    )
+    kwargs = lightning_trainer_kwargs(args, tiny_bert(), callbacks=["own"], loggers=["report_to"])
+    assert kwargs["profiler"] == "simple" and kwargs["benchmark"] is True
+    assert kwargs["callbacks"] == ["own", monitor] and kwargs["logger"] == ["report_to", logger]
+    cli = make_args(tmp_path, lightning_trainer_kwargs='{"benchmark": true}')
+    assert cli.lightning_trainer_kwargs == {"benchmark": True}
+    with pytest.raises(ValueError, match="lightning_trainer_kwargs"):
+        make_args(tmp_path, lightning_trainer_kwargs="{not json")
+
+
+def test_contradicting_strategy_arguments_fail_before_training(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="`fsdp` was given but `strategy`='ddp'"):
+        build_strategy(make_args(tmp_path, strategy="ddp", fsdp=True))
+    with pytest.raises(ValueError, match="`fsdp` and `deepspeed`"):
+        build_strategy(make_args(tmp_path, fsdp=True, deepspeed={"zero_optimization": {"stage": 2}}))
+
+
+# ---- FSDP ----------------------------------------------------------------------------------------------
+
+
+def test_fsdp_config_becomes_fsdp_strategy_kwargs(tmp_path: Path) -> None:
+    config = {
+        "transformer_layer_cls_to_wrap": "BertLayer",
+        "cpu_offload": True,
+        "activation_checkpointing": True,
+        "state_dict_type": "SHARDED_STATE_DICT",
+        "reshard_after_forward": False,
+        "backward_prefetch": "backward_pre",
+        "forward_prefetch": "true",
+    }
+    kwargs = fsdp_strategy_kwargs(make_args(tmp_path, fsdp=True, fsdp_config=config), tiny_bert())
+    assert kwargs["auto_wrap_policy"] == {BertLayer} and kwargs["activation_checkpointing_policy"] == {BertLayer}
+    assert kwargs["sharding_strategy"] == "SHARD_GRAD_OP" and kwargs["cpu_offload"] is True
+    assert kwargs["state_dict_type"] == "sharded" and kwargs["forward_prefetch"] is True
+    assert kwargs["backward_prefetch"].name == "BACKWARD_PRE" and kwargs["use_orig_params"] is True
+    legacy = make_args(tmp_path, fsdp="full_shard offload", fsdp_config={"version": 1})
+    kwargs = fsdp_strategy_kwargs(legacy, tiny_bert())
+    assert kwargs["sharding_strategy"] == "FULL_SHARD" and kwargs["cpu_offload"] is True
+    assert kwargs["auto_wrap_policy"] == {BertEmbeddings, BertLayer}  # the model's `_no_split_modules`
+    assert isinstance(build_strategy(make_args(tmp_path, fsdp=True), tiny_bert()), FSDPStrategy)
+
+
+def test_fsdp_bad_layer_name_is_named(tmp_path: Path) -> None:
+    args = make_args(tmp_path, fsdp=True, fsdp_config={"transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]})
+    with pytest.raises(ValueError, match="transformer_layer_cls_to_wrap.*LlamaDecoderLayer"):
+        build_strategy(args, tiny_bert())
+
+
+def test_fsdp_training_on_cpu() -> None:
+    """FSDP needs an accelerator: Lightning refuses `FSDPStrategy` without a GPU and torch's FSDP raises
+    'FSDP needs a non-CPU accelerator device' on a CPU-only build, so the run itself is GPU-only."""
+    if not torch.cuda.is_available():
+        pytest.skip("FSDP needs a CUDA device (Lightning's FSDPStrategy and torch FSDP refuse the CPU)")
+    pytest.skip("multi-GPU FSDP parity is exercised by examples/distributed_training.py --strategy fsdp")
+
+
+# ---- DeepSpeed -----------------------------------------------------------------------------------------
+
+DS_AUTO = {
+    "train_micro_batch_size_per_gpu": "auto",
+    "train_batch_size": "auto",
+    "gradient_accumulation_steps": "auto",
+    "gradient_clipping": "auto",
+    "bf16": {"enabled": "auto"},
+    "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}},
+    "scheduler": {
+        "type": "WarmupDecayLR",
+        "params": {
+            "warmup_min_lr": "auto",
+            "warmup_max_lr": "auto",
+            "total_num_steps": "auto",
+            "warmup_num_steps": "auto",
+        },
+    },
+    "zero_optimization": {"stage": 2, "reduce_bucket_size": "auto"},
+}
+DS_KW = dict(per_device_train_batch_size=4, learning_rate=3e-4, max_grad_norm=0.5, weight_decay=0.01, bf16=True)
+
+
+def test_deepspeed_auto_values_resolve_like_hf(tmp_path: Path) -> None:
+    """HF's `trainer_config_process` / `trainer_config_finalize` rules (transformers/integrations/deepspeed.py)."""
+    args = make_args(tmp_path, deepspeed=DS_AUTO, gradient_accumulation_steps=2, warmup_steps=10, **DS_KW)
+    ours = deepspeed_config(args, tiny_bert(), num_training_steps=100)
+    assert ours["train_micro_batch_size_per_gpu"] == 4 and ours["gradient_accumulation_steps"] == 2
+    assert ours["train_batch_size"] == 4 * 2 * 1  # world size x micro batch x accumulation
+    assert ours["gradient_clipping"] == 0.5 and ours["bf16"] == {"enabled": True}
+    assert ours["optimizer"]["params"] == {"lr": 3e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01}
+    assert ours["scheduler"]["params"] == {
+        "warmup_min_lr": 0,
+        "warmup_max_lr": 3e-4,
+        "total_num_steps": 100,
+        "warmup_num_steps": 10,
+    }
+    assert ours["zero_optimization"]["reduce_bucket_size"] == 16 * 16  # hidden_size ** 2
+    assert DS_AUTO["train_batch_size"] == "auto", "the user's config is not modified"
+    without_model = deepspeed_config(args)
+    assert without_model["scheduler"]["params"]["total_num_steps"] == "auto"
+
+
+def test_deepspeed_strategy_config_is_handed_over_as_lightning_requires(tmp_path: Path) -> None:
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(DS_AUTO))
+    config = deepspeed_strategy_config(make_args(tmp_path, deepspeed=str(path), **DS_KW))
+    assert "gradient_accumulation_steps" not in config and "train_batch_size" not in config
+    assert "optimizer" not in config and "scheduler" not in config  # HF's optim / lr_scheduler_type are used
+    assert config["gradient_clipping"] == 0.5 and config["bf16"] == {"enabled": True}
+    assert config["zero_optimization"]["stage"] == 2
+
+
+def test_deepspeed_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mismatch"):
+        make_args(tmp_path, deepspeed={"train_micro_batch_size_per_gpu": 16}, per_device_train_batch_size=4)
+    with pytest.raises(ValueError, match="`gradient_accumulation_steps`=2 is not supported with `deepspeed`"):
+        build_strategy(make_args(tmp_path, deepspeed=DS_AUTO, gradient_accumulation_steps=2))
+    from lightning.pytorch.strategies.deepspeed import _DEEPSPEED_AVAILABLE
+
+    if not _DEEPSPEED_AVAILABLE:
+        with pytest.raises(ImportError, match="needs the `deepspeed` package"):
+            build_strategy(make_args(tmp_path, deepspeed=DS_AUTO, **DS_KW))
+
+
+# ---- DDP training parity -------------------------------------------------------------------------------
+
+
+def sum_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+    """A loss normalised by HF's `num_items_in_batch` (summed over the ranks), so 2 ranks x 2 samples and 1 rank x
+    4 samples compute the same gradient (a model's own mean loss would be multiplied by the world size, as in HF)."""
+    return nn.functional.cross_entropy(outputs.logits, labels, reduction="sum") / num_items_in_batch
+
+
+def parity_job(out: str, world: int) -> Trainer:
+    args = make_args(
+        out,
+        per_device_train_batch_size=4 // world,
+        gradient_accumulation_steps=2,
+        learning_rate=1e-3,
+        num_train_epochs=2,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=2,
+        seed=42,
+        strategy="ddp" if world > 1 else "auto",
+        devices=world,
+        ddp_backend="gloo",
+    )
+    trainer = Trainer(
+        model=tiny_bert(dropout=0.0), args=args, train_dataset=ToyClassification(24, seed=1), compute_loss_func=sum_loss
+    )
+    trainer.train()
+    return trainer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(worker: Any, port: int, out: str, env: list[dict[str, str]], method: str = "fork") -> list[int | None]:
+    """Start one process per environment (what torchrun or a cluster sets) and wait for them. Forking is fast but
+    only safe before the test process has trained (its thread pools would deadlock the children); "spawn" is not."""
+    ctx = multiprocessing.get_context(method)
+    procs = [ctx.Process(target=worker, args=(port, out, e)) for e in env]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        if p.exitcode is None:
+            p.kill()
+    return [p.exitcode for p in procs]
+
+
+def _ddp_worker(port: int, out: str, env: dict[str, str]) -> None:
+    from accelerate.state import AcceleratorState, PartialState
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **env)
+    AcceleratorState._reset_state(True)  # the forked copy of the parent's single-process state
+    PartialState._reset_state()
+    trainer = parity_job(out, 2)
+    rank = trainer.args.process_index
+    torch.save(trainer.model.state_dict(), os.path.join(out, f"weights{rank}.pt"))
+    info = {"log_history": trainer.state.log_history, "world": trainer.args.world_size}
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump(info, f)
+
+
+def ddp_env(rank: int) -> dict[str, str]:
+    return {"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank), "NODE_RANK": "0"}
+
+
+def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
+    out = str(tmp_path / "ddp")
+    os.makedirs(out)
+    assert launch(_ddp_worker, free_port(), out, [ddp_env(0), ddp_env(1)]) == [0, 0]
+    single = parity_job(str(tmp_path / "single"), 1)
+    reference = single.model.state_dict()
+    for rank in range(2):
+        weights = torch.load(os.path.join(out, f"weights{rank}.pt"))
+        diff = max((weights[k] - reference[k]).abs().max().item() for k in reference)
+        assert diff < 1e-6, f"rank {rank}: max weight difference {diff}"
+        info = json.loads(Path(out, f"rank{rank}.json").read_text())
+        assert info["world"] == 2
+        steps = [e["step"] for e in info["log_history"]]
+        assert steps == [e["step"] for e in single.state.log_history]
+        for ours, ref in zip(info["log_history"], single.state.log_history):
+            assert ours.keys() == ref.keys()
+            if "loss" in ref:
+                assert ours["loss"] == pytest.approx(ref["loss"], rel=1e-5)
+                assert ours["learning_rate"] == ref["learning_rate"] and ours["epoch"] == ref["epoch"]
+    # one folder per save, written once (rank 0), with every rank's RNG state
+    expected = sorted(os.listdir(tmp_path / "single"))
+    assert (
+        sorted(n for n in os.listdir(out) if n.startswith("checkpoint"))
+        == expected
+        == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    )
+    assert not [n for n in os.listdir(out) if n.startswith("tmp-")]
+    files = sorted(os.listdir(Path(out, "checkpoint-6")))
+    assert {"model.safetensors", "optimizer.pt", "trainer_state.json", "rng_state_0.pth", "rng_state_1.pth"} <= set(
+        files
+    )
+
+
+# ---- the example ---------------------------------------------------------------------------------------
+
+
+def test_distributed_training_example_runs_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    """Lightning's own launcher starts the second process (the script re-executed with its arguments)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "distributed_training.py"
+    command = [sys.executable, str(script), "--strategy", "ddp", "--devices", "2", "--use_cpu", "--ddp_backend", "gloo"]
+    command += ["--output_dir", str(tmp_path), "--num_samples", "64"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "strategy=DDPStrategy world_size=2 steps=4" in result.stdout
+    assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_example_configs_translate(tmp_path: Path) -> None:
+    configs = Path(__file__).resolve().parents[1] / "examples" / "configs"
+    ds = deepspeed_strategy_config(make_args(tmp_path, deepspeed=str(configs / "ds_zero2.json"), bf16=True))
+    assert ds["zero_optimization"]["stage"] == 2 and ds["bf16"] == {"enabled": True} and ds["gradient_clipping"] == 1.0
+    kwargs = fsdp_strategy_kwargs(make_args(tmp_path, fsdp=True, fsdp_config=str(configs / "fsdp.json")), tiny_bert())
+    assert kwargs["auto_wrap_policy"] == {BertLayer} and kwargs["sharding_strategy"] == "FULL_SHARD"
