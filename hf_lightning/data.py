@@ -10,21 +10,24 @@ behaviour so the same samples arrive in the same order, grouped in the same wind
 from __future__ import annotations
 
 import inspect
+import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_pt_utils import BatchRebalanceSampler, LengthGroupedSampler
 from transformers.trainer_utils import RemoveColumnsCollator, has_length, seed_worker
 
 try:
     import datasets
 except ImportError:  # pragma: no cover - datasets is a core dependency
     datasets = None
+
+logger = logging.getLogger(__name__)
 
 
 class SeedableRandomSampler(RandomSampler):
@@ -122,22 +125,56 @@ def prepare_dataset_and_collator(
     )
 
 
-def train_sampler(dataset: Dataset, args: Any, batch_size: int, processing_class: Any = None) -> Any:
-    """The HF train sampler for `train_sampling_strategy`, seeded like accelerate's."""
-    if not has_length(dataset):
-        return None
+def _lengths_column(dataset: Any, args: Any) -> Any:
+    if (
+        datasets is not None
+        and isinstance(dataset, datasets.Dataset)
+        and args.length_column_name in dataset.column_names
+    ):
+        return dataset[args.length_column_name]
+    return None
+
+
+def train_sampler(dataset: Dataset, args: Any, processing_class: Any = None) -> Any:
+    """HF's train sampler for `train_sampling_strategy` ('random' seeded like accelerate's, 'sequential',
+    'group_by_length' with `length_column_name`, 'batch_rebalance'); None for an `IterableDataset`."""
     strategy = getattr(args, "train_sampling_strategy", "random")
+    if not has_length(dataset):
+        if dataset is not None and strategy in ("group_by_length", "batch_rebalance"):
+            logger.warning(
+                "`train_sampling_strategy=%r` is ignored because the training dataset does not implement `__len__` "
+                "(e.g. an `IterableDataset`). Examples will be consumed in the dataset's own order.",
+                strategy,
+            )
+        return None
+    model_input_name = processing_class.model_input_names[0] if processing_class is not None else None
     if strategy == "group_by_length":
-        lengths = None
-        if datasets is not None and isinstance(dataset, datasets.Dataset):
-            if args.length_column_name in dataset.column_names:
-                lengths = dataset[args.length_column_name]
-        model_input_name = processing_class.model_input_names[0] if processing_class is not None else None
         return LengthGroupedSampler(
-            batch_size * args.gradient_accumulation_steps,
+            args.train_batch_size * args.gradient_accumulation_steps,
             dataset=dataset,
-            lengths=lengths,
+            lengths=_lengths_column(dataset, args),
             model_input_name=model_input_name,
+        )
+    if strategy == "batch_rebalance":
+        lengths = _lengths_column(dataset, args)
+        if lengths is None:
+            name = model_input_name if model_input_name is not None else "input_ids"
+            if not isinstance(dataset[0], Mapping) or name not in dataset[0]:
+                raise ValueError(
+                    "`train_sampling_strategy='batch_rebalance'` can only infer lengths for datasets whose items are "
+                    f"dictionaries with an '{name}' key; add a `length_column_name` column."
+                )
+            lengths = [len(feature[name]) for feature in dataset]
+        elif isinstance(lengths, torch.Tensor):
+            lengths = lengths.tolist()
+        world_size = max(1, args.world_size)
+        return BatchRebalanceSampler(
+            lengths=lengths,
+            effective_batch_size=args.train_batch_size * args.gradient_accumulation_steps * world_size,
+            dp_size=world_size,
+            grad_accum=args.gradient_accumulation_steps,
+            rank=args.process_index if world_size > 1 else 0,
+            drop_last=args.dataloader_drop_last,
         )
     if strategy == "sequential":
         return SequentialSampler(dataset)
@@ -169,6 +206,8 @@ def build_dataloader(
         return DataLoader(dataset, batch_size=batch_size, **params)
     if is_training:
         params["worker_init_fn"] = partial(seed_worker, num_workers=args.dataloader_num_workers, rank=process_index)
+    if isinstance(sampler, BatchRebalanceSampler):  # rank-aware batches: used as the batch sampler as is
+        return DataLoader(dataset, batch_sampler=sampler, **params)
     if sampler is None:
         sampler = SequentialSampler(dataset)
     if world_size > 1:
@@ -256,7 +295,7 @@ class AccumulationWindowLoader:
 
 def count_label_items(batches: list, shift_labels: bool) -> torch.Tensor | None:
     """HF's `num_items_in_batch`: the labels that are not -100 over a whole window (shifted for causal LM)."""
-    if not batches or not isinstance(batches[0], dict) or "labels" not in batches[0]:
+    if not batches or not isinstance(batches[0], Mapping) or "labels" not in batches[0]:
         return None
     try:
         labels = [

@@ -13,6 +13,7 @@ is given: `hf_lightning.Trainer` is one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import lightning.pytorch as pl
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from hf_lightning.data import MicroBatch
+from hf_lightning.features import call_training_step
 from hf_lightning.optimization import clip_grad_norm, current_learning_rate, is_metric_scheduler
 
 
@@ -60,15 +62,44 @@ class HFLightningModule(pl.LightningModule):
         self._scale_before_step: float | None = None
         self._stop_epoch = False
 
+    @classmethod
+    def from_args(
+        cls,
+        model: nn.Module,
+        args: Any,
+        compute_loss_func: Callable | None = None,
+        callbacks: list | None = None,
+    ) -> HFLightningModule:
+        """A module for a plain `lightning.Trainer` (or `LightningCLI`), without the `hf_lightning.Trainer` facade:
+        HF's loss, optimiser and schedule from `args` (`TrainingArguments`); feed it an `HFDataModule` and save HF
+        checkpoints with `HFCheckpoint`. `callbacks` are HF `TrainerCallback`s."""
+        from hf_lightning.standalone import StandaloneLoop, StandaloneModule
+
+        module_cls = cls if issubclass(cls, StandaloneModule) else StandaloneModule
+        return module_cls(model, StandaloneLoop(model, args, compute_loss_func, callbacks))
+
     def forward(self, **inputs: Any) -> Any:
         return self.model(**inputs)
 
     def configure_optimizers(self) -> Any:
-        return self._loop.optimizer
+        own = getattr(self._loop, "configure_optimizers", None)
+        return own(self) if own is not None else self._loop.optimizer
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move a micro-batch's inputs and item count; Lightning's default would deep-copy the whole
+        `MicroBatch` dataclass on every batch."""
+        if not isinstance(batch, MicroBatch):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        batch.inputs = super().transfer_batch_to_device(batch.inputs, device, dataloader_idx)
+        batch.num_items_in_batch = super().transfer_batch_to_device(batch.num_items_in_batch, device, dataloader_idx)
+        return batch
 
     # ---- Lightning hooks mapped to HF events ----------------------------------------------------------
 
     def on_train_start(self) -> None:
+        restore = getattr(self._loop, "_load_pending_optimizer_state", None)
+        if restore is not None:  # a resumed optimizer state that needs the strategy-wrapped model (FSDP)
+            restore()
         self._loop._on_loop_train_start()
 
     def on_train_epoch_start(self) -> None:
@@ -108,8 +139,11 @@ class HFLightningModule(pl.LightningModule):
         loop.current_gradient_accumulation_steps = batch.window_size
         num_items = batch.num_items_in_batch
         if num_items is not None and args.average_tokens_across_devices and self.trainer.world_size > 1:
-            num_items = self.trainer.strategy.reduce(num_items.to(self.device), reduce_op="sum")
-        loss = loop.training_step(self.model, batch.inputs, num_items)
+            # A copy: the reduction is in place and the window's micro-batches share one count tensor.
+            num_items = self.trainer.strategy.reduce(num_items.to(self.device).clone(), reduce_op="sum")
+        model = getattr(loop, "model_wrapped", None)
+        model = self.model if model is None else model
+        loss = call_training_step(loop.training_step, model, batch.inputs, num_items)
         loop._track_micro_batch(batch.inputs, loss)
         loop._micro_step = batch.step
         if not batch.is_last_in_window:
@@ -130,6 +164,9 @@ class HFLightningModule(pl.LightningModule):
         self._scale_before_step = scaler.get_scale() if scaler is not None else None
         self._grad_norm = None
         optimizer.step()
+        engine = self.trainer.strategy.model
+        if self._grad_norm is None and hasattr(engine, "get_global_grad_norm"):
+            self._grad_norm = engine.get_global_grad_norm()  # DeepSpeed's pre-clip norm, as HF logs it
         loop.control = loop.callback_handler.on_optimizer_step(args, loop.state, loop.control)
         learning_rate = current_learning_rate(loop.optimizer, loop.lr_scheduler)
         skipped = scaler is not None and scaler.get_scale() < self._scale_before_step
@@ -144,5 +181,8 @@ class HFLightningModule(pl.LightningModule):
         loop = self._loop
         max_norm = loop.args.max_grad_norm
         model = self.trainer.strategy.model if self.trainer.strategy.model is not None else self.model
-        self._grad_norm = clip_grad_norm(model, max_norm if max_norm > 0 else float("inf"))
+        if hasattr(model, "get_global_grad_norm"):  # DeepSpeed clips itself (config `gradient_clipping`)
+            self._grad_norm = None
+        else:
+            self._grad_norm = clip_grad_norm(model, max_norm if max_norm > 0 else float("inf"))
         loop.control = loop.callback_handler.on_pre_optimizer_step(loop.args, loop.state, loop.control)

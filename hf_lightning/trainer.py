@@ -4,19 +4,19 @@ The facade keeps HF's public surface (constructor, `train`, `evaluate`, `predict
 overridable hooks `compute_loss` / `training_step` / `prediction_step` / `get_*_dataloader` /
 `create_optimizer` / `create_scheduler`, and the attributes users touch). It translates the arguments into a
 `lightning.Trainer` (see `hf_lightning.translation`) and hands it `HFLightningModule`, which runs HF's
-optimisation step. Evaluation and checkpoints live in their own modules, mixed in here.
+optimisation step. The HF side of the loop (`loop`), evaluation, checkpoints and hyperparameter search live in
+their own modules, mixed in here; `features` holds what `TrainingArguments` switches on around the loop
+(activation checkpointing, `torch_compile`, NEFTune, device-cache emptying).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
-import math
 import os
-import sys
-import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -35,7 +35,14 @@ from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_MAPPING_NAMES
 from transformers.trainer_callback import CallbackHandler, ExportableState
 from transformers.trainer_pt_utils import LabelSmoother
-from transformers.trainer_utils import TrainOutput, enable_full_determinism, has_length, set_seed, speed_metrics
+from transformers.trainer_utils import (
+    TrainOutput,
+    enable_full_determinism,
+    find_executable_batch_size,
+    has_length,
+    set_seed,
+    speed_metrics,
+)
 from transformers.utils import can_return_loss, find_labels
 
 from hf_lightning import data as hf_data
@@ -49,8 +56,18 @@ from hf_lightning.callbacks import (
     set_log_levels,
     split_callbacks,
 )
-from hf_lightning.checkpoints import CheckpointMixin
+from hf_lightning.checkpoints import TRAINER_STATE_NAME, CheckpointMixin
 from hf_lightning.evaluation import EvaluationMixin
+from hf_lightning.features import (
+    LightningAccelerator,
+    activate_neftune,
+    compile_model,
+    deactivate_neftune,
+    enable_activation_checkpointing,
+    maybe_empty_device_cache,
+)
+from hf_lightning.hp_search import HyperparameterSearchMixin
+from hf_lightning.loop import TrainingLoopMixin
 from hf_lightning.module import HFLightningModule
 from hf_lightning.training_args import TrainingArguments, to_hf_lightning_args
 from hf_lightning.translation import lightning_trainer_kwargs
@@ -63,7 +80,7 @@ _BASE_MODEL_CLASS_NAMES = {
 }
 
 
-class Trainer(EvaluationMixin, CheckpointMixin):
+class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
     """Drop-in replacement for `transformers.Trainer` whose training loop is run by Lightning."""
 
     loss_is_scaled_for_ga: bool | None = None
@@ -161,6 +178,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         self._created_lr_scheduler = False
         self.lightning_trainer: pl.Trainer | None = None
         self.lightning_module: HFLightningModule | None = None
+        self.accelerator = LightningAccelerator(self)
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
         if getattr(self.model, "config", None) is not None:
             self.model.config.use_cache = self.args.use_cache
@@ -311,7 +329,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return hf_data.train_sampler(dataset, self.args, self._train_batch_size, self.processing_class)
+        return hf_data.train_sampler(dataset, self.args, self.processing_class)
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         """The training loader: HF's sampler, seed, collator and column removal. Overridable."""
@@ -399,21 +417,20 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         return (loss, outputs) if return_outputs else loss
 
     def _prepare_inputs(self, inputs: Any) -> Any:
-        if isinstance(inputs, dict) and len(inputs) == 0:
+        if isinstance(inputs, Mapping) and len(inputs) == 0:
             raise ValueError("The batch received was empty, your model won't be able to train on it.")
         return inputs
 
     def training_step(self, model: nn.Module, inputs: dict, num_items_in_batch: Any = None) -> torch.Tensor:
         """Forward and backward of one micro-batch with HF's gradient-accumulation scaling. Overridable."""
-        model.train()
+        self._ensure_train_mode(model)
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
-        loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        with self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
         del inputs
-        steps = self.args.torch_empty_cache_steps
-        if steps is not None and self.state.global_step % steps == 0 and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        maybe_empty_device_cache(self.args, self.state.global_step)
         if self.loss_is_scaled_for_ga is not None:
             scaled = self.loss_is_scaled_for_ga
         else:
@@ -422,23 +439,20 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             )
         if not scaled:
             loss = loss / self.current_gradient_accumulation_steps
-        self.lightning_module.manual_backward_hf(loss)
+        self.accelerator.backward(loss)
         return loss.detach()
 
-    def floating_point_ops(self, inputs: dict) -> int:
-        main_input = getattr(self.model, "main_input_name", "input_ids")
-        if isinstance(inputs, dict) and main_input in inputs and hasattr(self.model, "num_parameters"):
-            return 6 * inputs[main_input].numel() * self.model.num_parameters(exclude_embeddings=True)
-        return 0
+    def compute_loss_context_manager(self) -> contextlib.ExitStack:
+        """HF's wrapper around the loss computation (Lightning's precision plugin does the autocasting)."""
+        stack = contextlib.ExitStack()
+        autocast = self.autocast_smart_context_manager()
+        if not isinstance(autocast, contextlib.nullcontext):
+            stack.enter_context(autocast)
+        return stack
 
-    def store_flos(self) -> None:
-        flos = self.current_flos
-        if self.lightning_trainer is not None and self.lightning_trainer.world_size > 1:
-            flos = float(
-                self.lightning_trainer.strategy.reduce(torch.tensor(flos, dtype=torch.float64), reduce_op="sum")
-            )
-        self.state.total_flos += flos
-        self.current_flos = 0
+    def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> contextlib.AbstractContextManager:
+        """A no-op, as in HF: the training step already runs under the precision plugin's autocast."""
+        return contextlib.nullcontext()
 
     # ---- logging ----------------------------------------------------------------------------------------
 
@@ -470,17 +484,43 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             resume_from_checkpoint = None
         args = self.args
         self.is_in_train = True
-        self._trial = trial
         self._ignore_keys_for_eval = ignore_keys_for_eval
         if self.model_init is not None:
             enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
             self.model = self.model_wrapped = self.call_model_init(trial)
             self._inspect_model()
             self.optimizer, self.lr_scheduler = None, None
-        resume_from_checkpoint = self._resolve_resume_checkpoint(resume_from_checkpoint)
-        if resume_from_checkpoint is not None:
-            self._load_from_checkpoint(resume_from_checkpoint)
+        enable_activation_checkpointing(self.model, args)
+        if self.neftune_noise_alpha is not None:
+            self.neftune_hook_handle = activate_neftune(self.model, self.neftune_noise_alpha)
+        try:
+            self._hp_search_setup(trial)
+            resume_from_checkpoint = self._resolve_resume_checkpoint(resume_from_checkpoint)
+            if resume_from_checkpoint is not None:
+                self._load_from_checkpoint(resume_from_checkpoint)
+                saved = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME))
+                if saved.train_batch_size is not None and args.auto_find_batch_size:
+                    self._train_batch_size = saved.train_batch_size
+            inner_training_loop = find_executable_batch_size(
+                self._inner_training_loop, self._train_batch_size, args.auto_find_batch_size
+            )
+            return inner_training_loop(args=args, resume_from_checkpoint=resume_from_checkpoint, trial=trial)
+        finally:
+            if self.neftune_noise_alpha is not None:
+                deactivate_neftune(self.model, self.neftune_hook_handle)
+            self.is_in_train = False
 
+    def _inner_training_loop(
+        self,
+        batch_size: int | None = None,
+        args: Any = None,
+        resume_from_checkpoint: str | None = None,
+        trial: Any = None,
+    ) -> TrainOutput:
+        """One training attempt at `batch_size` (`auto_find_batch_size` retries smaller ones on out-of-memory)."""
+        if args.auto_find_batch_size:
+            self._train_batch_size = batch_size
+            self.model_wrapped = self.model
         self.lightning_trainer = self._build_lightning_trainer()
         lt = self.lightning_trainer
         args._lightning_processes = (lt.world_size, lt.global_rank, lt.local_rank)
@@ -500,6 +540,8 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         if self._created_lr_scheduler:
             self.lr_scheduler, self._created_lr_scheduler = None, False
         self.create_optimizer()
+        if self.model_wrapped is self.model:
+            self.model_wrapped = compile_model(self.model, args)
         self.create_scheduler(num_training_steps=plan["max_steps"])
         if resume_from_checkpoint is not None:
             self._load_optimizer_and_scheduler(resume_from_checkpoint)
@@ -526,171 +568,11 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             self._on_loop_train_end()
         else:
             self.lightning_trainer.fit(self.lightning_module, train_dataloaders=window_loader)
-        self.is_in_train = False
         return self._train_output
 
-    def _count_items(self, batches: list) -> Any:
-        if self.model_accepts_loss_kwargs or self.compute_loss_func is not None:
-            return hf_data.count_label_items(batches, self._loss_shifts_labels)
-        return None
-
-    def _step_plan(self, dataloader: torch.utils.data.DataLoader) -> dict[str, int]:
-        """HF's `set_initial_training_values`: step budget, epochs and nominal sample count."""
-        args = self.args
-        ga = args.gradient_accumulation_steps
-        max_steps = args.max_steps
-        total_batch_size = self._train_batch_size * ga * args.world_size
-        len_dataloader = len(dataloader) if has_length(dataloader) else None
-        if len_dataloader:
-            steps_per_epoch = max(len_dataloader // ga + int(len_dataloader % ga > 0), 1)
-            if args.max_steps > 0:
-                num_train_epochs = max_steps // steps_per_epoch + int(max_steps % steps_per_epoch > 0)
-                num_train_samples = max_steps * total_batch_size
-            else:
-                max_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
-                num_train_epochs = math.ceil(args.num_train_epochs)
-                num_train_samples = self.num_examples(dataloader) * args.num_train_epochs
-        elif args.max_steps > 0:
-            num_train_epochs = sys.maxsize
-            steps_per_epoch = max_steps
-            num_train_samples = args.max_steps * total_batch_size
-        else:
-            raise ValueError(
-                f"args.max_steps must be set to a positive value if dataloader does not have a length, was {max_steps}"
-            )
-        if max_steps <= 0:
-            raise ValueError(
-                "The training budget is zero optimizer steps: set `num_train_epochs` > 0 or `max_steps` > 0."
-            )
-        return {
-            "max_steps": max_steps,
-            "num_train_epochs": num_train_epochs,
-            "steps_per_epoch": steps_per_epoch,
-            "num_train_samples": num_train_samples,
-            "steps_in_epoch": len_dataloader if len_dataloader is not None else max_steps * ga,
-        }
-
     def _build_lightning_trainer(self) -> pl.Trainer:
-        kwargs = lightning_trainer_kwargs(self.args)
-        kwargs["callbacks"] = list(self.lightning_callbacks)
-        kwargs["logger"] = self.report_loggers or False
+        kwargs = lightning_trainer_kwargs(self.args, self.model, self.lightning_callbacks, self.report_loggers)
         set_log_levels(self.args)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*treespec.*")
             return pl.Trainer(**kwargs)
-
-    # ---- hooks called by HFLightningModule (the HF side of each Lightning event) ---------------------
-
-    def _on_loop_train_start(self) -> None:
-        args = self.args
-        self._train_start_time = time.time()
-        self._initial_num_input_tokens_seen = self.state.num_input_tokens_seen
-        self._initial_global_step = self.state.global_step
-        self._tr_loss = torch.tensor(0.0, device=self.lightning_module.device)
-        self._total_loss_scalar = 0.0
-        self._globalstep_last_logged = self.state.global_step
-        self._last_grad_norm = None
-        self._last_learning_rate = None
-        self.model.zero_grad()
-        self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
-        if args.eval_on_start:
-            self._evaluate(self._trial, self._ignore_keys_for_eval, skip_scheduler=True)
-
-    def _on_loop_epoch_start(self, lightning_epoch: int) -> None:
-        self._epoch = self._epochs_trained + lightning_epoch
-        if self._resume_rng_checkpoint is not None:
-            self._load_rng_state(self._resume_rng_checkpoint)
-            self._resume_rng_checkpoint = None
-        self._micro_step = -1
-        self._last_grad_norm = self._last_learning_rate = None
-        self.control = self.callback_handler.on_epoch_begin(self.args, self.state, self.control)
-
-    def _track_micro_batch(self, inputs: dict, loss: torch.Tensor) -> None:
-        args = self.args
-        if args.logging_nan_inf_filter and (torch.isnan(loss) or torch.isinf(loss)):
-            self._tr_loss += self._tr_loss / (1 + self.state.global_step - self._globalstep_last_logged)
-        else:
-            self._tr_loss += loss
-        self.current_flos += float(self.floating_point_ops(inputs))
-        self._track_num_input_tokens(inputs)
-
-    def _track_num_input_tokens(self, inputs: dict) -> None:
-        mode = self.args.include_num_input_tokens_seen
-        if mode == "no" or not isinstance(inputs, dict):
-            return
-        main_input_name = getattr(self.model, "main_input_name", "input_ids")
-        if main_input_name not in inputs:
-            return
-        if mode == "non_padding" and "attention_mask" in inputs:
-            tokens = inputs["attention_mask"].sum()
-        else:
-            tokens = torch.tensor(inputs[main_input_name].numel())
-        if self.lightning_trainer.world_size > 1:
-            tokens = self.lightning_trainer.strategy.reduce(tokens.to(self.lightning_module.device), reduce_op="sum")
-        self.state.num_input_tokens_seen += int(tokens.item())
-
-    def _on_loop_step_end(self, grad_norm: Any, learning_rate: float) -> None:
-        self.state.global_step += 1
-        self.state.epoch = self._epoch + (self._micro_step + 1) / self._plan["steps_in_epoch"]
-        self._last_grad_norm, self._last_learning_rate = grad_norm, learning_rate
-        self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)
-        self._maybe_log_save_evaluate(grad_norm, learning_rate)
-        self._apply_stop_flags()
-
-    def _apply_stop_flags(self) -> None:
-        if self.control.should_training_stop:
-            self.lightning_trainer.should_stop = True
-
-    def _on_loop_epoch_end(self) -> None:
-        if self._micro_step < 0:
-            logger.warning("There seems not to be a single sample in your epoch_iterator, stopping training.")
-            self.control.should_training_stop = True
-        self.control = self.callback_handler.on_epoch_end(self.args, self.state, self.control)
-        self._maybe_log_save_evaluate(self._last_grad_norm, self._last_learning_rate)
-        if self._epoch + 1 >= self._plan["num_train_epochs"]:
-            self.control.should_training_stop = True
-        self._apply_stop_flags()
-
-    def _maybe_log_save_evaluate(self, grad_norm: Any, learning_rate: float | None) -> None:
-        """HF's step-boundary order: log, then evaluate (and decide the best), then save."""
-        if self.control.should_log and self.state.global_step > self._globalstep_last_logged:
-            tr_loss = self._tr_loss
-            if self.lightning_trainer.world_size > 1:
-                tr_loss = self.lightning_trainer.strategy.reduce(tr_loss.clone(), reduce_op="mean")
-            tr_loss_scalar = tr_loss.item()
-            self._tr_loss -= self._tr_loss
-            logs: dict[str, float] = {"loss": tr_loss_scalar / (self.state.global_step - self._globalstep_last_logged)}
-            if grad_norm is not None:
-                logs["grad_norm"] = grad_norm.item() if isinstance(grad_norm, torch.Tensor) else grad_norm
-            logs["learning_rate"] = learning_rate if learning_rate is not None else self._get_learning_rate()
-            self._total_loss_scalar += tr_loss_scalar
-            self._globalstep_last_logged = self.state.global_step
-            self.store_flos()
-            self.log(logs, self._train_start_time)
-        metrics = None
-        if self.control.should_evaluate:
-            metrics = self._evaluate(self._trial, self._ignore_keys_for_eval)
-            is_new_best = self._determine_best_metric(metrics, self._trial)
-            if self.args.save_strategy == "best":
-                self.control.should_save = is_new_best
-        if self.control.should_save:
-            self._save_checkpoint(self.model, self._trial)
-            self.control = self.callback_handler.on_save(self.args, self.state, self.control)
-
-    def _on_loop_train_end(self) -> None:
-        self._total_loss_scalar += self._tr_loss.item()
-        steps = self.state.global_step - self._initial_global_step
-        train_loss = self._total_loss_scalar / max(steps, 0.001)
-        metrics = speed_metrics(
-            "train",
-            self._train_start_time,
-            num_samples=self._plan["num_train_samples"] * steps / max(self.state.max_steps, 1),
-            num_steps=steps,
-        )
-        self.store_flos()
-        metrics["total_flos"] = self.state.total_flos
-        metrics["train_loss"] = train_loss
-        self.log(metrics)
-        self._finish_best_model_and_rotation()
-        self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
-        self._train_output = TrainOutput(self.state.global_step, train_loss, metrics)
