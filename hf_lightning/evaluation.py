@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -102,6 +102,14 @@ def _pad_and_concat(items: list[Any], padding_index: int) -> Any:
     return out
 
 
+def _to_device(inputs: Any, device: torch.device) -> Any:
+    """Move a batch to `device`; a `Mapping` that is not a dict (the `BatchEncoding` of tokenizer collators) keeps
+    its type, as HF's `_prepare_input` does."""
+    if isinstance(inputs, Mapping) and not isinstance(inputs, dict):
+        return type(inputs)(distributed.move_to_device(dict(inputs), device))
+    return distributed.move_to_device(inputs, device)
+
+
 def _with_last_flag(loader: Any) -> Iterator[tuple[int, Any, bool]]:
     """`(step, batch, is_last)` over a loader, looking one batch ahead (works without a length)."""
     iterator = iter(loader)
@@ -143,6 +151,22 @@ def metric_for_best_model_value(args: Any, metrics: dict[str, float]) -> float:
 
 class EvaluationMixin:
     """`evaluate`, `predict`, `prediction_step`, `get_eval_dataloader`, `get_test_dataloader` for the Trainer."""
+
+    # HF's Trainer counts a short last batch's loss once per sample; its Seq2SeqTrainer gathers without that cut, so
+    # the loss is the plain mean of the batch losses. Subclasses set this to get that weighting.
+    eval_loss_per_batch: bool = False
+
+    def _gather_losses(self, gather: distributed.Gatherer, losses: torch.Tensor, repeats: int) -> torch.Tensor:
+        """Gather a batch's repeated loss; with `eval_loss_per_batch` the last step keeps all `repeats` copies of
+        each real batch's loss (so under DDP the result still equals the single-process one)."""
+        if not self.eval_loss_per_batch or gather.cut is None or repeats <= 0:
+            return gather(losses)
+        cut = gather.cut
+        gather.cut = math.ceil(cut / repeats) * repeats
+        try:
+            return gather(losses)
+        finally:
+            gather.cut = cut
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
         """HF's eval sampler: length-grouped with `train_sampling_strategy="group_by_length"`, else sequential."""
@@ -285,7 +309,7 @@ class EvaluationMixin:
         observed = 0
         keep_batches = not args.batch_eval_metrics or description == "Prediction"
         for step, inputs, is_last in _with_last_flag(dataloader):
-            inputs = distributed.move_to_device(inputs, device)
+            inputs = _to_device(inputs, device)
             observed_batch_size = find_batch_size(inputs)
             gather.begin_step(is_last, observed_batch_size)
             if observed_batch_size is not None:
@@ -297,7 +321,7 @@ class EvaluationMixin:
             main_input_name = getattr(self.model, "main_input_name", "input_ids")
             inputs_decode = inputs[main_input_name] if "inputs" in include else None
             if losses is not None:
-                losses = gather(losses.repeat(batch_size))
+                losses = self._gather_losses(gather, losses.repeat(batch_size), batch_size)
                 all_losses.add(losses)
             if inputs_decode is not None:
                 inputs_decode = gather(gather.pad(inputs_decode))
@@ -374,9 +398,9 @@ class EvaluationMixin:
         """`prediction_step`, on the real rows only of a batch that completes the last one of a distributed
         split (its outputs grown back to the batch's rows, the completion cut after gathering)."""
         rows = distributed.real_rows(dataloader, step)
-        if rows is None or batch_rows is None or rows in (0, batch_rows) or not isinstance(inputs, dict):
+        if rows is None or batch_rows is None or rows in (0, batch_rows) or not isinstance(inputs, Mapping):
             return self.prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
-        real = distributed.take_rows(inputs, rows, batch_rows)
+        real = type(inputs)(distributed.take_rows(dict(inputs), rows, batch_rows))
         loss, logits, labels = self.prediction_step(model, real, prediction_loss_only, ignore_keys=ignore_keys)
         return loss, distributed.fill_rows(logits, rows, batch_rows), distributed.fill_rows(labels, rows, batch_rows)
 
