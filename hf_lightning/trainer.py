@@ -567,7 +567,9 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             self._on_loop_train_start()
             self._on_loop_train_end()
         else:
-            self.lightning_trainer.fit(self.lightning_module, train_dataloaders=window_loader)
+            with warnings.catch_warnings():  # HF sets train mode in training_step, after Lightning's check
+                warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
+                self.lightning_trainer.fit(self.lightning_module, train_dataloaders=window_loader)
         return self._train_output
 
     def _build_lightning_trainer(self) -> pl.Trainer:
