@@ -1,0 +1,36 @@
+"""Smoke test of benchmarks/run.py, and the lazy top-level import the import-time benchmark relies on."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_runs_and_checks_bit_identity():
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '"hfl": "bit-identical"' in proc.stdout
+    assert '"raw": "bit-identical"' in proc.stdout
+    assert "quick run OK" in proc.stdout
+
+
+def test_import_hf_lightning_is_lazy():
+    code = (
+        "import sys, hf_lightning\n"
+        "heavy = [m for m in ('lightning', 'transformers.trainer_utils', 'matplotlib') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "from hf_lightning import Trainer, TrainingArguments\n"
+        "assert Trainer.__module__ == 'hf_lightning.trainer'\n"
+        "assert hf_lightning.metrics.__name__ == 'hf_lightning.metrics'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
