@@ -7,18 +7,13 @@ kept so v4 scripts and command lines still parse; like in transformers v5 it has
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import transformers
 from transformers import GenerationConfig
-from transformers.trainer_pt_utils import AcceleratorConfig
 
-from hf_lightning.training_args import TrainingArguments
+from hf_lightning.training_args import TrainingArguments, rebuild_args
 
 __all__ = ["Seq2SeqTrainingArguments", "to_seq2seq_args"]
 
@@ -87,26 +82,4 @@ def to_seq2seq_args(args: Any) -> Seq2SeqTrainingArguments:
         return Seq2SeqTrainingArguments(output_dir="tmp_trainer")
     if isinstance(args, Seq2SeqTrainingArguments):
         return args
-    if not isinstance(args, transformers.TrainingArguments):
-        raise TypeError(f"`args` must be a (Seq2Seq)TrainingArguments, got {type(args).__name__}")
-    ours = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments) if f.init}
-    kwargs: dict[str, Any] = {}
-    dropped = []
-    for f in dataclasses.fields(args):
-        if not f.init:
-            continue
-        if f.name not in ours:
-            dropped.append(f.name)
-            continue
-        value = getattr(args, f.name)
-        # Don't share mutable state: HF's device setup pops keys from `accelerator_config`.
-        mutable = isinstance(value, (list, dict, AcceleratorConfig, GenerationConfig))
-        kwargs[f.name] = copy.deepcopy(value) if mutable else value
-    if dropped:
-        warnings.warn(
-            f"Fields of {type(args).__name__} not known to hf_lightning were dropped: {dropped}", stacklevel=3
-        )
-    with warnings.catch_warnings():
-        # v4 names were already reported when `args` was built.
-        warnings.simplefilter("ignore", FutureWarning)
-        return Seq2SeqTrainingArguments(**kwargs)
+    return rebuild_args(args, Seq2SeqTrainingArguments)

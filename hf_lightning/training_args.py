@@ -458,9 +458,15 @@ def to_hf_lightning_args(args: transformers.TrainingArguments) -> TrainingArgume
     """Convert a `transformers.TrainingArguments` into hf_lightning's subclass (ours are returned unchanged)."""
     if isinstance(args, TrainingArguments):
         return args
+    return rebuild_args(args, TrainingArguments)
+
+
+def rebuild_args(args: transformers.TrainingArguments, cls: type[TrainingArguments]) -> Any:
+    """`args` rebuilt as `cls` from its init fields: fields `cls` lacks are dropped with a warning, fields `args`
+    lacks take their defaults, mutable values are copied (HF's device setup pops keys from `accelerator_config`)."""
     if not isinstance(args, transformers.TrainingArguments):
         raise TypeError(f"Expected a transformers.TrainingArguments, got {type(args).__name__}")
-    ours = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    ours = {f.name for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
     dropped = []
     for f in dataclasses.fields(args):
@@ -470,13 +476,15 @@ def to_hf_lightning_args(args: transformers.TrainingArguments) -> TrainingArgume
             dropped.append(f.name)
             continue
         value = getattr(args, f.name)
-        # Don't share mutable state: HF's device setup pops keys from `accelerator_config`.
-        kwargs[f.name] = copy.deepcopy(value) if isinstance(value, (list, dict, AcceleratorConfig)) else value
+        mutable = isinstance(value, (list, dict, AcceleratorConfig)) or hasattr(value, "to_diff_dict")
+        kwargs[f.name] = copy.deepcopy(value) if mutable else value
     if dropped:
         warnings.warn(
-            f"Fields of {type(args).__name__} not known to hf_lightning were dropped: {dropped}", stacklevel=2
+            f"Fields of {type(args).__name__} not known to hf_lightning were dropped: {dropped}", stacklevel=3
         )
-    return TrainingArguments(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # v4 names were already reported when `args` was built
+        return cls(**kwargs)
 
 
 def lightning_accelerator(args: transformers.TrainingArguments) -> Any:
