@@ -9,6 +9,7 @@ Loaders without a length are not sharded: every rank evaluates all of it and not
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -64,7 +65,7 @@ def real_rows(loader: Any, step: int) -> int | None:
 
 def take_rows(data: Any, rows: int, batch_rows: int) -> Any:
     """The first `rows` rows of every tensor of a (nested) batch whose first dimension is `batch_rows`."""
-    if isinstance(data, dict):
+    if isinstance(data, Mapping):
         return type(data)({k: take_rows(v, rows, batch_rows) for k, v in data.items()})
     if isinstance(data, (list, tuple)):
         return type(data)(take_rows(v, rows, batch_rows) for v in data)
@@ -76,7 +77,7 @@ def take_rows(data: Any, rows: int, batch_rows: int) -> Any:
 def fill_rows(data: Any, rows: int, batch_rows: int) -> Any:
     """Grow every tensor with `rows` rows back to `batch_rows` (repeating row 0) so all ranks gather equal shapes;
     the added rows lie past the dataset's end and are cut by the `Gatherer`."""
-    if isinstance(data, dict):
+    if isinstance(data, Mapping):
         return type(data)({k: fill_rows(v, rows, batch_rows) for k, v in data.items()})
     if isinstance(data, (list, tuple)):
         return type(data)(fill_rows(v, rows, batch_rows) for v in data)
@@ -97,7 +98,9 @@ def eval_device(trainer: Any) -> torch.device:
 
 
 def move_to_device(data: Any, device: torch.device) -> Any:
-    if isinstance(data, dict):
+    """Move every tensor of a (nested) batch; a `Mapping` keeps its type (e.g. the `BatchEncoding` of tokenizer
+    collators), as HF's `_prepare_input` does."""
+    if isinstance(data, Mapping):
         return type(data)({k: move_to_device(v, device) for k, v in data.items()})
     if isinstance(data, (list, tuple)):
         return type(data)(move_to_device(v, device) for v in data)

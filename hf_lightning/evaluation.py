@@ -102,14 +102,6 @@ def _pad_and_concat(items: list[Any], padding_index: int) -> Any:
     return out
 
 
-def _to_device(inputs: Any, device: torch.device) -> Any:
-    """Move a batch to `device`; a `Mapping` that is not a dict (the `BatchEncoding` of tokenizer collators) keeps
-    its type, as HF's `_prepare_input` does."""
-    if isinstance(inputs, Mapping) and not isinstance(inputs, dict):
-        return type(inputs)(distributed.move_to_device(dict(inputs), device))
-    return distributed.move_to_device(inputs, device)
-
-
 def _with_last_flag(loader: Any) -> Iterator[tuple[int, Any, bool]]:
     """`(step, batch, is_last)` over a loader, looking one batch ahead (works without a length)."""
     iterator = iter(loader)
@@ -309,7 +301,7 @@ class EvaluationMixin:
         observed = 0
         keep_batches = not args.batch_eval_metrics or description == "Prediction"
         for step, inputs, is_last in _with_last_flag(dataloader):
-            inputs = _to_device(inputs, device)
+            inputs = distributed.move_to_device(inputs, device)
             observed_batch_size = find_batch_size(inputs)
             gather.begin_step(is_last, observed_batch_size)
             if observed_batch_size is not None:
@@ -400,7 +392,7 @@ class EvaluationMixin:
         rows = distributed.real_rows(dataloader, step)
         if rows is None or batch_rows is None or rows in (0, batch_rows) or not isinstance(inputs, Mapping):
             return self.prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
-        real = type(inputs)(distributed.take_rows(dict(inputs), rows, batch_rows))
+        real = distributed.take_rows(inputs, rows, batch_rows)
         loss, logits, labels = self.prediction_step(model, real, prediction_loss_only, ignore_keys=ignore_keys)
         return loss, distributed.fill_rows(logits, rows, batch_rows), distributed.fill_rows(labels, rows, batch_rows)
 
