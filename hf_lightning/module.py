@@ -152,10 +152,6 @@ class HFLightningModule(pl.LightningModule):
         self._optimizer_step()
         return loss
 
-    def manual_backward_hf(self, loss: torch.Tensor) -> None:
-        """Backward through Lightning (AMP scaling, strategy hooks) as HF's `accelerator.backward` does."""
-        self.manual_backward(loss)
-
     def _optimizer_step(self) -> None:
         loop = self._loop
         args = loop.args
