@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -21,11 +22,6 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
 from transformers.trainer_pt_utils import BatchRebalanceSampler, LengthGroupedSampler
 from transformers.trainer_utils import RemoveColumnsCollator, has_length, seed_worker
-
-try:
-    import datasets
-except ImportError:  # pragma: no cover - datasets is a core dependency
-    datasets = None
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +95,13 @@ def signature_columns(model: torch.nn.Module, label_names: list[str]) -> list[st
     return columns + list({"label", "label_ids", *label_names})
 
 
+def is_hf_dataset(dataset: Any) -> bool:
+    """Whether `dataset` is a `datasets.Dataset`. Looked up in `sys.modules` instead of importing `datasets`
+    (with pandas and pyarrow, ~80 MB): a `datasets.Dataset` can only exist once the user has imported it."""
+    module = sys.modules.get("datasets")
+    return module is not None and isinstance(dataset, module.Dataset)
+
+
 def remove_unused_columns(dataset: Any, columns: list[str], model_name: str, description: str) -> Any:
     """Drop the columns of a `datasets.Dataset` that `model.forward` does not accept (HF's rule)."""
     ignored = sorted(set(dataset.column_names) - set(columns))
@@ -118,7 +121,7 @@ def prepare_dataset_and_collator(
     collator wrapper."""
     if not args.remove_unused_columns:
         return dataset, collator
-    if datasets is not None and isinstance(dataset, datasets.Dataset):
+    if is_hf_dataset(dataset):
         return remove_unused_columns(dataset, columns(), model_name, description), collator
     return dataset, RemoveColumnsCollator(
         data_collator=collator, signature_columns=columns(), description=description, model_name=model_name
@@ -126,11 +129,7 @@ def prepare_dataset_and_collator(
 
 
 def _lengths_column(dataset: Any, args: Any) -> Any:
-    if (
-        datasets is not None
-        and isinstance(dataset, datasets.Dataset)
-        and args.length_column_name in dataset.column_names
-    ):
+    if is_hf_dataset(dataset) and args.length_column_name in dataset.column_names:
         return dataset[args.length_column_name]
     return None
 

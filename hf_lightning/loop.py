@@ -136,7 +136,8 @@ class TrainingLoopMixin:
 
     def _track_micro_batch(self, inputs: dict, loss: torch.Tensor) -> None:
         args = self.args
-        if args.logging_nan_inf_filter and (torch.isnan(loss) or torch.isinf(loss)):
+        # HF tests `torch.isnan(loss) or torch.isinf(loss)`: the same host sync, as one scalar read.
+        if args.logging_nan_inf_filter and not math.isfinite(loss.item()):
             self._tr_loss += self._tr_loss / (1 + self.state.global_step - self._globalstep_last_logged)
         else:
             self._tr_loss += loss

@@ -8,8 +8,11 @@ Lightning is told to stay out of the way (`max_steps=-1`, no clipping, no own ch
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
+
+from lightning.pytorch.profilers import PassThroughProfiler
 
 from hf_lightning.strategies import build_strategy
 from hf_lightning.training_args import lightning_accelerator, lightning_precision
@@ -21,6 +24,22 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+_NO_PROFILING = contextlib.nullcontext()
+
+
+class _UnprofiledRun(PassThroughProfiler):
+    """Lightning's default `PassThroughProfiler`, minus its cost: Lightning enters `profiler.profile(...)` around
+    every hook call (~25 a step), and the base class makes each a fresh generator-based context manager."""
+
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
+        return _NO_PROFILING
+
+
+def _profiler(args: Any) -> Any:
+    profiler = getattr(args, "profiler", None)
+    return _UnprofiledRun() if profiler is None else profiler
+
+
 TRANSLATION: list[tuple[str, Callable[[Any], Any], str]] = [
     ("accelerator", lightning_accelerator, "`use_cpu` forces 'cpu'; else the `accelerator` field ('auto')"),
     ("devices", lambda a: a.devices, "`devices` field ('auto' = every visible device)"),
@@ -28,7 +47,7 @@ TRANSLATION: list[tuple[str, Callable[[Any], Any], str]] = [
     ("strategy", build_strategy, "`strategy` / `fsdp` / `deepspeed` / `ddp_*` (see `hf_lightning.strategies`)"),
     ("precision", lightning_precision, "`precision` field, else fp16 -> '16-mixed', bf16 -> 'bf16-mixed', '32-true'"),
     ("plugins", lambda a: a.plugins, "`plugins` field"),
-    ("profiler", lambda a: getattr(a, "profiler", None), "`profiler` field"),
+    ("profiler", _profiler, "`profiler` field; unset -> a pass-through profiler that adds no per-hook cost"),
     ("max_epochs", lambda a: -1, "HF's epoch budget (fractional epochs) is enforced by the HF loop"),
     ("max_steps", lambda a: -1, "HF's `max_steps` is enforced by `DefaultFlowCallback` -> `should_stop`"),
     ("accumulate_grad_batches", lambda a: 1, "windows of `gradient_accumulation_steps` run in manual optimisation"),
