@@ -45,8 +45,10 @@ from hf_lightning.evaluation import metric_for_best_model_value
 from hf_lightning.strategies import (
     full_optimizer_state_dict,
     full_state_dict,
+    has_engine_checkpoint,
     is_sharded_strategy,
     load_full_optimizer_state_dict,
+    save_engine_checkpoint,
 )
 
 logger = logging.getLogger(__name__)
@@ -294,12 +296,14 @@ class CheckpointMixin:
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         strategy = getattr(getattr(self, "lightning_trainer", None), "strategy", None)
+        engine_saved = save_engine_checkpoint(strategy, output_dir)  # DeepSpeed: each rank's ZeRO partition, as HF
         state = full_optimizer_state_dict(strategy, self.optimizer)  # a collective under FSDP
         if not self.args.should_save:
             return
-        torch.save(
-            state if state is not None else self.optimizer.state_dict(), os.path.join(output_dir, OPTIMIZER_NAME)
-        )
+        if not engine_saved:
+            torch.save(
+                state if state is not None else self.optimizer.state_dict(), os.path.join(output_dir, OPTIMIZER_NAME)
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
@@ -439,21 +443,26 @@ class CheckpointMixin:
     def _load_optimizer_and_scheduler(self, checkpoint: str) -> None:
         opt_path = os.path.join(checkpoint, OPTIMIZER_NAME)
         sched_path = os.path.join(checkpoint, SCHEDULER_NAME)
-        if not (os.path.isfile(opt_path) and os.path.isfile(sched_path)):
+        engine_state = not os.path.isfile(opt_path) and has_engine_checkpoint(checkpoint)
+        if not ((os.path.isfile(opt_path) or engine_state) and os.path.isfile(sched_path)):
             return
-        # On the CPU: Lightning's strategy moves the optimizer state to the device with the model.
-        state = _torch_load(opt_path, map_location="cpu")
-        if is_sharded_strategy(getattr(getattr(self, "lightning_trainer", None), "strategy", None)):
-            # A full (gathered) state is sharded onto the optimizer once the strategy has wrapped the model.
-            self._pending_optimizer_state = state
+        if engine_state:  # DeepSpeed's own partitions: the engine loads them once it exists
+            self._pending_optimizer_state = checkpoint
         else:
-            self.optimizer.load_state_dict(state)
+            # On the CPU: Lightning's strategy moves the optimizer state to the device with the model.
+            state = _torch_load(opt_path, map_location="cpu")
+            if is_sharded_strategy(getattr(getattr(self, "lightning_trainer", None), "strategy", None)):
+                # A full (gathered) state is sharded onto the optimizer once the strategy has wrapped the model.
+                self._pending_optimizer_state = state
+            else:
+                self.optimizer.load_state_dict(state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.lr_scheduler.load_state_dict(_torch_load(sched_path))
 
     def _load_pending_optimizer_state(self) -> None:
-        """Shard a resumed full optimizer state onto the (now wrapped) model's optimizer (FSDP)."""
+        """Shard a resumed full optimizer state onto the (now wrapped) model's optimizer (FSDP), or have the DeepSpeed
+        engine load its checkpoint."""
         state = getattr(self, "_pending_optimizer_state", None)
         if state is None:
             return

@@ -13,6 +13,7 @@ is given: `hf_lightning.Trainer` is one.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from torch import nn
 from hf_lightning.data import MicroBatch
 from hf_lightning.features import call_training_step
 from hf_lightning.optimization import clip_grad_norm, current_learning_rate, is_metric_scheduler
+from hf_lightning.strategies import shard_hf_model
 
 
 class HFLoop(Protocol):
@@ -50,8 +52,19 @@ class HFLoop(Protocol):
     def _track_micro_batch(self, inputs: dict, loss: torch.Tensor) -> None: ...
 
 
+# Attributes set on every batch (Lightning's `_current_fx_name` around each hook call, the step's bookkeeping) that
+# are never parameters, buffers or submodules: `nn.Module.__setattr__`'s registry checks cost ~1.5 us each, about
+# 30 times a step.
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_grad_norm", "_scale_before_step", "_stop_epoch"})
+
+
 class HFLightningModule(pl.LightningModule):
     """Runs one HF micro-batch per Lightning batch and one HF optimiser step per accumulation window."""
+
+    # Set once per fit: the HF model is FSDP-wrapped (`setup`); the strategy trains a DeepSpeed engine
+    # (`on_train_start`).
+    _fsdp_wrapped = False
+    _deepspeed = False
 
     def __init__(self, model: nn.Module, loop: HFLoop) -> None:
         super().__init__()
@@ -78,6 +91,12 @@ class HFLightningModule(pl.LightningModule):
         module_cls = cls if issubclass(cls, StandaloneModule) else StandaloneModule
         return module_cls(model, StandaloneLoop(model, args, compute_loss_func, callbacks))
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, **inputs: Any) -> Any:
         return self.model(**inputs)
 
@@ -91,12 +110,30 @@ class HFLightningModule(pl.LightningModule):
         if not isinstance(batch, MicroBatch):
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
         batch.inputs = super().transfer_batch_to_device(batch.inputs, device, dataloader_idx)
-        batch.num_items_in_batch = super().transfer_batch_to_device(batch.num_items_in_batch, device, dataloader_idx)
+        if isinstance(batch.num_items_in_batch, torch.Tensor):
+            batch.num_items_in_batch = batch.num_items_in_batch.to(device)
         return batch
+
+    def setup(self, stage: str) -> None:
+        """Under FSDP, wrap the HF model itself before Lightning's setup (`strategies.shard_hf_model`); as in HF, the
+        wrapped model is the loop's `model_wrapped`, the one the HF step runs."""
+        wrapped = shard_hf_model(self.trainer.strategy, self.model)
+        if wrapped is not self.model:
+            self.model = wrapped
+            self._loop.model_wrapped = wrapped
+            self._fsdp_wrapped = True
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's backward; under DeepSpeed with `scale_wrt_gas=False`, as HF passes it: the loss is already
+        scaled for the accumulation window, the engine must not divide it again."""
+        if self._deepspeed:
+            kwargs.setdefault("scale_wrt_gas", False)
+        super().manual_backward(loss, *args, **kwargs)
 
     # ---- Lightning hooks mapped to HF events ----------------------------------------------------------
 
     def on_train_start(self) -> None:
+        self._deepspeed = hasattr(self.trainer.strategy.model, "set_gradient_accumulation_boundary")
         restore = getattr(self._loop, "_load_pending_optimizer_state", None)
         if restore is not None:  # a resumed optimizer state that needs the strategy-wrapped model (FSDP)
             restore()
@@ -130,6 +167,8 @@ class HFLightningModule(pl.LightningModule):
         wrapped = getattr(self.trainer.strategy, "model", None)
         if hasattr(wrapped, "require_backward_grad_sync"):
             wrapped.require_backward_grad_sync = sync
+        elif self._deepspeed:  # the engine reduces (and steps) at HF's window boundary
+            wrapped.set_gradient_accumulation_boundary(sync)
 
     def training_step(self, batch: MicroBatch, batch_idx: int) -> torch.Tensor:
         loop = self._loop
@@ -166,6 +205,8 @@ class HFLightningModule(pl.LightningModule):
         loop.control = loop.callback_handler.on_optimizer_step(args, loop.state, loop.control)
         learning_rate = current_learning_rate(loop.optimizer, loop.lr_scheduler)
         skipped = scaler is not None and scaler.get_scale() < self._scale_before_step
+        if self._deepspeed:  # DeepSpeed's fp16 loss scaler skipped the step on overflow
+            skipped = bool(getattr(getattr(engine, "optimizer", None), "overflow", False))
         if not skipped and loop.lr_scheduler is not None and not is_metric_scheduler(loop.lr_scheduler):
             loop.lr_scheduler.step()
         self.model.zero_grad()
@@ -179,6 +220,12 @@ class HFLightningModule(pl.LightningModule):
         model = self.trainer.strategy.model if self.trainer.strategy.model is not None else self.model
         if hasattr(model, "get_global_grad_norm"):  # DeepSpeed clips itself (config `gradient_clipping`)
             self._grad_norm = None
-        else:
+        else:  # FSDP: its own `clip_grad_norm_` on the wrapped HF model (`setup`), the norm over all shards
+            model = self.model if self._fsdp_wrapped else model
             self._grad_norm = clip_grad_norm(model, max_norm if max_norm > 0 else float("inf"))
         loop.control = loop.callback_handler.on_pre_optimizer_step(loop.args, loop.state, loop.control)
+
+
+# Lightning inspects `training_step`'s signature on every batch (does it take `batch_idx`?); a precomputed
+# `__signature__` answers that without re-parsing the function each time.
+HFLightningModule.training_step.__signature__ = inspect.signature(HFLightningModule.training_step)

@@ -9,17 +9,21 @@ with a `strategy`. `build_strategy` turns the first into the second, so the HF a
   method is "fork" (Lightning's `ddp_notebook`): the other launchers cannot run from an interactive session.
 * FSDP (`fsdp=True` / `fsdp_config`, or `strategy="fsdp"`): sharding, auto-wrap policy (from
   `transformer_layer_cls_to_wrap`, else the model's `_no_split_modules`), CPU offload, activation checkpointing,
-  prefetching and state-dict type become `FSDPStrategy` arguments.
+  prefetching and state-dict type become `FSDPStrategy` arguments. The HF model itself is wrapped
+  (`shard_hf_model`), as accelerate wraps it for HF, not the LightningModule.
 * DeepSpeed (`deepspeed=` a dict or JSON path, or `strategy="deepspeed..."`): HF's `"auto"` values are resolved
-  from the arguments exactly as `HfTrainerDeepSpeedConfig` does (`deepspeed_config`), then the keys Lightning
-  sets itself are handed over the way it requires (`deepspeed_strategy_config`).
+  from the arguments exactly as `HfTrainerDeepSpeedConfig` does, and `HFDeepSpeedStrategy` hands the engine HF's
+  accumulation, micro-batch and clipping (both in `hf_lightning.deepspeed_integration`).
+
+Under FSDP and DeepSpeed, `full_state_dict` / `full_optimizer_state_dict` / `save_engine_checkpoint` give the
+checkpoint code what HF writes: the gathered weights and optimizer state (FSDP), the engine's own partitions
+(DeepSpeed).
 
 A `Strategy` object in `args.strategy` is used as given. What a strategy cannot do raises before training.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import logging
@@ -30,24 +34,32 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_lightning.deepspeed_integration import (
+    HFDeepSpeedStrategy,
+    deepspeed_batch_config,
+    deepspeed_config,
+    deepspeed_strategy_config,
+    load_deepspeed_config,
+)
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "HFDeepSpeedStrategy",
     "build_strategy",
     "ddp_strategy_kwargs",
+    "deepspeed_batch_config",
     "deepspeed_config",
     "deepspeed_strategy_config",
     "fsdp_strategy_kwargs",
     "full_state_dict",
     "is_interactive",
+    "load_deepspeed_config",
+    "shard_hf_model",
     "strategy_family",
 ]
 
 _HF_DEFAULT_DDP_TIMEOUT = 1800
-# Keys Lightning's DeepSpeedStrategy fills itself (it refuses `gradient_accumulation_steps` in the config).
-_LIGHTNING_OWNED_DS_KEYS = ("gradient_accumulation_steps", "train_batch_size")
-# The optimiser and schedule come from `TrainingArguments` (HF's `optim` / `lr_scheduler_type`), as for any strategy.
-_HF_OWNED_DS_SECTIONS = ("optimizer", "scheduler")
 _FAMILIES = {"DDPStrategy": "ddp", "FSDPStrategy": "fsdp", "DeepSpeedStrategy": "deepspeed"}
 
 
@@ -242,105 +254,66 @@ def fsdp_strategy_kwargs(args: Any, model: nn.Module | None = None) -> dict[str,
     for key in ("forward_prefetch", "sync_module_states", "limit_all_gathers"):
         if key in config:
             kwargs[key] = _as_bool(config[key])
+    if not kwargs["use_orig_params"]:
+        raise ValueError(
+            "`fsdp_config['use_orig_params']`=False is not supported: the HF optimizer is built over the model's own "
+            "parameters before FSDP wraps it, which FSDP only keeps with `use_orig_params=True` (HF's default)."
+        )
     return kwargs
 
 
-# ---- DeepSpeed ----------------------------------------------------------------------------------------
+def shard_hf_model(strategy: Any, model: nn.Module) -> nn.Module:
+    """`model` (the HF model inside the LightningModule) wrapped in FSDP with `strategy`'s settings when `strategy`
+    is an `FSDPStrategy` and nothing is wrapped yet; else `model` itself.
+
+    Lightning wraps the whole LightningModule in one FSDP root and runs `training_step` inside that root's forward;
+    with manual optimisation the backward then runs inside the forward, which FSDP refuses ("Expects BACKWARD_PRE or
+    BACKWARD_POST state but got HandleTrainingState.FORWARD"). Like accelerate for `transformers.Trainer`, the HF
+    model itself is wrapped (called from the module's `setup`, before Lightning's): the LightningModule stays
+    unwrapped, which Lightning's `FSDPStrategy` leaves as it is (its `configure_model` layout), every forward ends
+    before its backward, and FSDP's own `clip_grad_norm_` runs on this root. On the CPU the device is named:
+    Lightning passes `device_id=None` there, which torch's FSDP refuses ("FSDP needs a non-CPU accelerator")."""
+    if not _is_a(strategy, "FSDPStrategy"):
+        return model
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+        return model
+    device = strategy.root_device
+    kwargs = dict(strategy.kwargs)
+    strategy.kwargs.pop("auto_wrap_policy", None)  # applied here; Lightning would warn that it is unused
+    return FullyShardedDataParallel(
+        module=model,
+        cpu_offload=strategy.cpu_offload,
+        mixed_precision=strategy.mixed_precision_config,
+        sharding_strategy=strategy.sharding_strategy,
+        device_id=device if device.type == "cpu" else device.index,
+        **kwargs,
+    )
 
 
-def _hf_deepspeed_config(config: dict[str, Any]) -> Any:
-    """HF's `HfTrainerDeepSpeedConfig` logic on accelerate's plain-Python config class: transformers only builds the
-    class when the `deepspeed` package is installed, but resolving "auto" values needs none of it, so the
-    translation works (and is tested) without DeepSpeed."""
-    from functools import partialmethod
-
-    from accelerate.utils.deepspeed import HfDeepSpeedConfig
-    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
-
-    hf = vars(HfTrainerDeepSpeedConfig)
-    names = ("is_auto", "fill_match", "trainer_config_process", "trainer_config_finalize", "dtype")
-    methods: dict[str, Any] = {name: hf[name] for name in names}
-    methods["fill_only"] = partialmethod(hf["fill_match"], must_match=False)
-    resolver = type("HfDeepSpeedAutoConfig", (HfDeepSpeedConfig,), methods)(copy.deepcopy(config))
-    resolver._dtype = None
-    resolver.mismatches = []
-    return resolver
-
-
-def load_deepspeed_config(value: Any) -> dict[str, Any]:
-    """`deepspeed` as given to `TrainingArguments`: a dict, or a path to a JSON file."""
-    if isinstance(value, dict):
-        return copy.deepcopy(value)
-    if isinstance(value, (str, os.PathLike)):
-        path = os.fspath(value)
-        if not os.path.isfile(path):
-            raise ValueError(f"`deepspeed`={path!r} is not a JSON file (nor a dict).")
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    raise ValueError(f"`deepspeed` must be a dict or the path of a JSON file, got {type(value).__name__}.")
-
-
-def deepspeed_config(
-    args: Any, model: nn.Module | None = None, num_training_steps: int | None = None
-) -> dict[str, Any]:
-    """The DeepSpeed config with HF's `"auto"` values resolved from `args` (and, given them, the model's hidden
-    size and the step budget): `trainer_config_process` then `trainer_config_finalize`, mismatches raising."""
-    hf_config = _hf_deepspeed_config(load_deepspeed_config(args.deepspeed))
-    hf_config.trainer_config_process(args)
-    if model is not None and num_training_steps is not None:
-        hf_config.trainer_config_finalize(args, model, num_training_steps)
-    elif hf_config.mismatches:
-        raise ValueError(
-            "Please correct the following DeepSpeed config values that mismatch TrainingArguments values:\n"
-            + "\n".join(hf_config.mismatches)
-            + "\nThe easiest method is to set these DeepSpeed config values to 'auto'."
-        )
-    return hf_config.config
-
-
-def deepspeed_strategy_config(args: Any, model: nn.Module | None = None) -> dict[str, Any]:
-    """The config handed to Lightning's `DeepSpeedStrategy`: HF-resolved, minus what Lightning sets itself
-    (`gradient_accumulation_steps`, `train_batch_size`) and minus the optimiser/scheduler sections (the HF loop
-    builds those from `TrainingArguments`). `gradient_clipping` (HF's `max_grad_norm`) stays: DeepSpeed clips."""
-    if args.gradient_accumulation_steps > 1:
-        raise ValueError(
-            f"`gradient_accumulation_steps`={args.gradient_accumulation_steps} is not supported with `deepspeed`: "
-            "the DeepSpeed engine owns accumulation and Lightning only hands it over with automatic optimisation, "
-            "while hf_lightning steps manually at HF's window boundaries. Raise `per_device_train_batch_size` "
-            "instead, or use DDP/FSDP."
-        )
-    config = deepspeed_config(args, model)
-    for key in _LIGHTNING_OWNED_DS_KEYS:
-        config.pop(key, None)
-    for section in _HF_OWNED_DS_SECTIONS:
-        if config.pop(section, None) is not None:
-            logger.warning(
-                "The DeepSpeed config's %r section is ignored: the %s comes from TrainingArguments (`%s`).",
-                section,
-                section,
-                "optim" if section == "optimizer" else "lr_scheduler_type",
-            )
-    config.setdefault("gradient_clipping", args.max_grad_norm)
-    return config
+# ---- DeepSpeed (the config: `hf_lightning.deepspeed_integration`) -----------------------------------------
 
 
 def _deepspeed_strategy(args: Any, model: nn.Module | None) -> Any:
-    from lightning.pytorch.strategies import DeepSpeedStrategy
     from lightning.pytorch.strategies.deepspeed import _DEEPSPEED_AVAILABLE
 
     name = args.strategy if isinstance(args.strategy, str) and args.strategy != "auto" else "deepspeed"
     kwargs = _registry_entry(name)[1]
     if args.deepspeed:
         kwargs = {"config": deepspeed_strategy_config(args, model)}
-    elif args.gradient_accumulation_steps > 1:
-        deepspeed_strategy_config(args)  # raises the accumulation error
     if not _DEEPSPEED_AVAILABLE:
         raise ImportError(
             f"`strategy`={_describe(args.strategy)} / `deepspeed` needs the `deepspeed` package: "
             "`pip install deepspeed` (on a machine with a CUDA toolkit)."
         )
-    return DeepSpeedStrategy(
-        process_group_backend=args.ddp_backend, timeout=timedelta(seconds=args.ddp_timeout), **kwargs
+    return HFDeepSpeedStrategy(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        train_micro_batch_size_per_gpu=args.per_device_train_batch_size,
+        gradient_clipping=max(args.max_grad_norm, 0.0),
+        process_group_backend=args.ddp_backend,
+        timeout=timedelta(seconds=args.ddp_timeout),
+        **kwargs,
     )
 
 
@@ -375,15 +348,35 @@ def _is_a(strategy: Any, class_name: str) -> bool:
     return any(c.__name__ == class_name for c in type(strategy).__mro__)
 
 
+def _fsdp_root(strategy: Any) -> nn.Module:
+    """The outermost FSDP module of the strategy's model (the HF model wrapped by `shard_hf_model`, or Lightning's
+    root when a LightningModule was wrapped whole)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return next(m for m in strategy.model.modules() if isinstance(m, FullyShardedDataParallel))
+
+
 def full_state_dict(strategy: Any) -> dict[str, torch.Tensor] | None:
     """The HF model's full (unsharded) state dict under a sharding strategy: a collective every rank calls, the
-    tensors materialised on rank 0 only (on the CPU). None when the strategy does not shard the weights."""
+    tensors materialised on rank 0 only (on the CPU). None when the strategy does not shard the weights.
+
+    FSDP: a `FULL_STATE_DICT` gathered to rank 0 (offloaded to the CPU from an accelerator; torch crashes when asked
+    to offload a CPU run). DeepSpeed: the module's state dict (ZeRO-1/2 keep full weights), under ZeRO-3 the
+    consolidated 16-bit one, as accelerate's `get_state_dict` gives HF."""
     if _is_a(strategy, "FSDPStrategy"):
         from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
 
-        config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+        config = FullStateDictConfig(offload_to_cpu=strategy.root_device.type != "cpu", rank0_only=True)
         with FullyShardedDataParallel.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, config):
             full = strategy.model.state_dict()
+    elif _is_a(strategy, "DeepSpeedStrategy") and strategy.zero_stage_3:
+        engine = strategy.model
+        if not engine.zero_gather_16bit_weights_on_model_save():
+            raise ValueError(
+                "Saving HF weights under DeepSpeed ZeRO-3 needs `zero_optimization.stage3_gather_16bit_weights_on_"
+                "model_save: true` in the `deepspeed` config (the weights are partitioned over the ranks)."
+            )
+        full = engine._zero3_consolidated_16bit_state_dict()
     elif _is_a(strategy, "DeepSpeedStrategy"):
         full = strategy.lightning_module_state_dict()
     else:
@@ -398,8 +391,9 @@ def is_sharded_strategy(strategy: Any) -> bool:
 
 
 def full_optimizer_state_dict(strategy: Any, optimizer: torch.optim.Optimizer) -> dict | None:
-    """Under FSDP, the optimizer state gathered to full parameter shapes (rank 0 holds it; a collective every rank
-    calls), so `optimizer.pt` is one file as HF writes it. None for other strategies."""
+    """Under FSDP, the optimizer state gathered to full parameter shapes, keyed by the HF model's parameter names
+    (rank 0 holds it; a collective every rank calls), so `optimizer.pt` is one file as HF writes it. None for other
+    strategies."""
     if not is_sharded_strategy(strategy) or getattr(strategy, "model", None) is None:
         return None
     from torch.distributed.fsdp import (
@@ -409,18 +403,45 @@ def full_optimizer_state_dict(strategy: Any, optimizer: torch.optim.Optimizer) -
         StateDictType,
     )
 
-    model = strategy.model
+    root = _fsdp_root(strategy)
+    offload = strategy.root_device.type != "cpu"
     with FullyShardedDataParallel.state_dict_type(
-        model,
+        root,
         StateDictType.FULL_STATE_DICT,
-        FullStateDictConfig(offload_to_cpu=True, rank0_only=True),
-        FullOptimStateDictConfig(offload_to_cpu=True, rank0_only=False),
+        FullStateDictConfig(offload_to_cpu=offload, rank0_only=True),
+        FullOptimStateDictConfig(offload_to_cpu=offload, rank0_only=True),
     ):
-        return FullyShardedDataParallel.optim_state_dict(model, optimizer)
+        return FullyShardedDataParallel.optim_state_dict(root, optimizer)
 
 
-def load_full_optimizer_state_dict(strategy: Any, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load a state written by `full_optimizer_state_dict` into the sharded optimizer (every rank)."""
+def save_engine_checkpoint(strategy: Any, output_dir: str) -> bool:
+    """Under DeepSpeed, the engine writes its own checkpoint into `output_dir` (`global_step{N}/` with each rank's
+    ZeRO partition of the optimizer state and fp32 master weights, and `latest`), as HF saves under DeepSpeed; a
+    collective. False, writing nothing, for other strategies."""
+    if not _is_a(strategy, "DeepSpeedStrategy") or getattr(strategy, "model", None) is None:
+        return False
+    strategy.model.save_checkpoint(output_dir)
+    return True
+
+
+def has_engine_checkpoint(folder: str) -> bool:
+    """Whether DeepSpeed wrote its checkpoint into `folder` (`save_engine_checkpoint`)."""
+    return os.path.isfile(os.path.join(folder, "latest"))
+
+
+def load_full_optimizer_state_dict(strategy: Any, optimizer: torch.optim.Optimizer, state: dict | str) -> None:
+    """Load a state written by `full_optimizer_state_dict` into the sharded optimizer (every rank has read the file;
+    each keeps its shard); given the folder of a `save_engine_checkpoint`, the DeepSpeed engine loads its own
+    partitions (the same world size and ZeRO stage), as HF's `deepspeed_load_checkpoint` does."""
+    if isinstance(state, str):
+        if not _is_a(strategy, "DeepSpeedStrategy"):
+            raise ValueError(
+                f"`resume_from_checkpoint`: {state} holds a DeepSpeed optimizer state (no optimizer.pt); resume it "
+                "with `deepspeed` on the same number of processes."
+            )
+        strategy.model.load_checkpoint(state, load_optimizer_states=True, load_lr_scheduler_states=False)
+        return
     from torch.distributed.fsdp import FullyShardedDataParallel
 
-    optimizer.load_state_dict(FullyShardedDataParallel.optim_state_dict_to_load(strategy.model, optimizer, state))
+    root = _fsdp_root(strategy)
+    optimizer.load_state_dict(FullyShardedDataParallel.optim_state_dict_to_load(root, optimizer, state))

@@ -6,7 +6,9 @@ importing Lightning) with the launcher's environment set, so Lightning does not 
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import multiprocessing
 import os
 import socket
@@ -18,17 +20,20 @@ from typing import Any
 import pytest
 import torch
 from helpers import ToyClassification, tiny_bert
-from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
 from torch import nn
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer
 
 from hf_lightning import Trainer, TrainingArguments
 from hf_lightning.strategies import (
+    HFDeepSpeedStrategy,
     build_strategy,
     ddp_strategy_kwargs,
+    deepspeed_batch_config,
     deepspeed_config,
     deepspeed_strategy_config,
     fsdp_strategy_kwargs,
+    shard_hf_model,
 )
 from hf_lightning.translation import lightning_trainer_kwargs
 
@@ -151,12 +156,14 @@ def test_fsdp_bad_layer_name_is_named(tmp_path: Path) -> None:
         build_strategy(args, tiny_bert())
 
 
-def test_fsdp_training_on_cpu() -> None:
-    """FSDP needs an accelerator: Lightning refuses `FSDPStrategy` without a GPU and torch's FSDP raises
-    'FSDP needs a non-CPU accelerator device' on a CPU-only build, so the run itself is GPU-only."""
-    if not torch.cuda.is_available():
-        pytest.skip("FSDP needs a CUDA device (Lightning's FSDPStrategy and torch FSDP refuse the CPU)")
-    pytest.skip("multi-GPU FSDP parity is exercised by examples/distributed_training.py --strategy fsdp")
+def test_fsdp_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    """The HF optimizer is built over the model's own parameters, which FSDP only keeps with `use_orig_params`;
+    other strategies leave the model unwrapped. (FSDP training itself: tests/test_sharded_training.py.)"""
+    args = make_args(tmp_path, fsdp=True, fsdp_config={"use_orig_params": False})
+    with pytest.raises(ValueError, match=r"`fsdp_config\['use_orig_params'\]`=False is not supported"):
+        build_strategy(args, tiny_bert())
+    model = tiny_bert()
+    assert shard_hf_model(DDPStrategy(), model) is model and shard_hf_model("auto", model) is model
 
 
 # ---- DeepSpeed -----------------------------------------------------------------------------------------
@@ -180,6 +187,9 @@ DS_AUTO = {
     "zero_optimization": {"stage": 2, "reduce_bucket_size": "auto"},
 }
 DS_KW = dict(per_device_train_batch_size=4, learning_rate=3e-4, max_grad_norm=0.5, weight_decay=0.01, bf16=True)
+needs_deepspeed = pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None, reason="needs the deepspeed package (pip install deepspeed)"
+)
 
 
 def test_deepspeed_auto_values_resolve_like_hf(tmp_path: Path) -> None:
@@ -202,26 +212,171 @@ def test_deepspeed_auto_values_resolve_like_hf(tmp_path: Path) -> None:
     assert without_model["scheduler"]["params"]["total_num_steps"] == "auto"
 
 
-def test_deepspeed_strategy_config_is_handed_over_as_lightning_requires(tmp_path: Path) -> None:
+def test_deepspeed_strategy_config_is_handed_over_as_hf_resolves_it(tmp_path: Path) -> None:
     path = tmp_path / "ds.json"
     path.write_text(json.dumps(DS_AUTO))
-    config = deepspeed_strategy_config(make_args(tmp_path, deepspeed=str(path), **DS_KW))
-    assert "gradient_accumulation_steps" not in config and "train_batch_size" not in config
+    config = deepspeed_strategy_config(make_args(tmp_path, deepspeed=str(path), **DS_KW), tiny_bert())
     assert "optimizer" not in config and "scheduler" not in config  # HF's optim / lr_scheduler_type are used
+    assert config["zero_allow_untested_optimizer"] is True  # as HF sets it for its own optimizer
     assert config["gradient_clipping"] == 0.5 and config["bf16"] == {"enabled": True}
-    assert config["zero_optimization"]["stage"] == 2
+    assert config["train_micro_batch_size_per_gpu"] == 4 and config["zero_optimization"]["reduce_bucket_size"] == 256
+    # set by the strategy once the processes exist (`deepspeed_batch_config`)
+    assert "gradient_accumulation_steps" not in config and "train_batch_size" not in config
 
 
-def test_deepspeed_errors_are_clear(tmp_path: Path) -> None:
+def test_deepspeed_accumulation_is_handed_to_the_engine_as_hf_computes_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Accumulation > 1: the engine gets HF's `gradient_accumulation_steps`, the micro-batch, `gradient_clipping` =
+    `max_grad_norm` and `train_batch_size` = micro x accumulation x world size: HF's own resolver's numbers."""
+    args = make_args(tmp_path, deepspeed=DS_AUTO, gradient_accumulation_steps=3, **DS_KW)
+    hf = deepspeed_config(args)  # HF's trainer_config_process, on one process
+    config = deepspeed_strategy_config(args, tiny_bert())
+    batch = deepspeed_batch_config(config, gradient_accumulation_steps=3, micro_batch_size=4, world_size=1)
+    assert (
+        batch
+        == {key: hf[key] for key in batch}
+        == {
+            "gradient_accumulation_steps": 3,
+            "train_micro_batch_size_per_gpu": 4,
+            "train_batch_size": 12,
+        }
+    )
+    assert config["gradient_clipping"] == hf["gradient_clipping"] == 0.5
+    on_four = deepspeed_batch_config(config, gradient_accumulation_steps=3, micro_batch_size=4, world_size=4)
+    assert on_four["train_batch_size"] == 4 * 3 * 4 and on_four["gradient_accumulation_steps"] == 3
+    fixed = {"train_batch_size": 12, "train_micro_batch_size_per_gpu": 4}  # a number kept as given
+    assert deepspeed_batch_config(fixed, gradient_accumulation_steps=1, micro_batch_size=4, world_size=3) == {
+        "gradient_accumulation_steps": 1,
+        "train_micro_batch_size_per_gpu": 4,
+        "train_batch_size": 12,
+    }
+    with pytest.raises(ValueError, match=r"`train_batch_size`=12 is not .* x world size \(2\) = 8"):
+        deepspeed_batch_config(fixed, gradient_accumulation_steps=1, micro_batch_size=4, world_size=2)
+    no_clip = {k: v for k, v in DS_AUTO.items() if k != "gradient_clipping"}
+    with caplog.at_level(logging.WARNING, logger="hf_lightning.deepspeed_integration"):
+        assert deepspeed_strategy_config(make_args(tmp_path, deepspeed=no_clip, **DS_KW))["gradient_clipping"] == 0
+    assert "DeepSpeed does not clip, as under transformers.Trainer" in caplog.text
+
+
+@needs_deepspeed
+def test_deepspeed_strategy_formats_its_config_with_hfs_accumulation(tmp_path: Path) -> None:
+    """The real strategy: Lightning would set `accumulate_grad_batches` (1 under manual optimisation)."""
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    args = make_args(tmp_path, deepspeed=DS_AUTO, gradient_accumulation_steps=3, **DS_KW)
+    registry = make_args(tmp_path, strategy="deepspeed_stage_2", gradient_accumulation_steps=2, **DS_KW)
+    for given, accumulation in ((args, 3), (registry, 2)):
+        strategy = build_strategy(given, tiny_bert())
+        assert isinstance(strategy, HFDeepSpeedStrategy)
+        strategy.cluster_environment = LightningEnvironment()
+        strategy.cluster_environment.set_world_size(2)
+        strategy._format_batch_size_and_grad_accum_config()
+        config = strategy.config
+        assert config["gradient_accumulation_steps"] == accumulation and config["train_micro_batch_size_per_gpu"] == 4
+        assert config["train_batch_size"] == 4 * accumulation * 2 and config["gradient_clipping"] == 0.5
+        assert config["zero_optimization"]["stage"] == 2
+
+
+def test_deepspeed_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="mismatch"):
         make_args(tmp_path, deepspeed={"train_micro_batch_size_per_gpu": 16}, per_device_train_batch_size=4)
-    with pytest.raises(ValueError, match="`gradient_accumulation_steps`=2 is not supported with `deepspeed`"):
-        build_strategy(make_args(tmp_path, deepspeed=DS_AUTO, gradient_accumulation_steps=2))
-    from lightning.pytorch.strategies.deepspeed import _DEEPSPEED_AVAILABLE
+    with pytest.raises(ValueError, match="ds gradient_accumulation_steps=4 vs hf gradient_accumulation_steps=2"):
+        make_args(tmp_path, deepspeed={"gradient_accumulation_steps": 4}, gradient_accumulation_steps=2)
+    import lightning.pytorch.strategies.deepspeed as lightning_deepspeed
 
-    if not _DEEPSPEED_AVAILABLE:
-        with pytest.raises(ImportError, match="needs the `deepspeed` package"):
-            build_strategy(make_args(tmp_path, deepspeed=DS_AUTO, **DS_KW))
+    monkeypatch.setattr(lightning_deepspeed, "_DEEPSPEED_AVAILABLE", False)
+    with pytest.raises(ImportError, match="needs the `deepspeed` package"):
+        build_strategy(make_args(tmp_path, deepspeed=DS_AUTO, **DS_KW))
+
+
+class FakeEngine(nn.Module):
+    """The `DeepSpeedEngine` methods Lightning's DeepSpeed precision plugin and the module call, with DeepSpeed's
+    semantics (`backward` divides by the engine's accumulation unless `scale_wrt_gas=False`; `step` clips, steps and
+    zeroes at a boundary), recording each call with the boundary state it saw."""
+
+    def __init__(self, module: nn.Module, calls: list, accumulation: int, clipping: float) -> None:
+        super().__init__()
+        self.module, self.calls, self.accumulation, self.clipping = module, calls, accumulation, clipping
+        self.boundary: bool | None = None
+        self.norm: torch.Tensor | None = None
+        self.optimizer: Any = None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    def set_gradient_accumulation_boundary(self, is_boundary: bool) -> None:
+        self.boundary = is_boundary
+
+    def is_gradient_accumulation_boundary(self) -> bool:
+        return bool(self.boundary)
+
+    def backward(self, loss: torch.Tensor, scale_wrt_gas: bool = True) -> None:
+        self.calls.append(("backward", self.boundary, scale_wrt_gas))
+        (loss / self.accumulation if scale_wrt_gas else loss).backward()
+
+    def step(self) -> None:
+        self.calls.append(("step", self.boundary))
+        if self.is_gradient_accumulation_boundary():
+            params = [p for p in self.module.parameters() if p.grad is not None]
+            self.norm = torch.nn.utils.clip_grad_norm_(params, self.clipping)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+
+    def get_global_grad_norm(self) -> torch.Tensor | None:
+        self.calls.append(("grad_norm",))
+        return self.norm
+
+
+class FakeDeepSpeedStrategy(SingleDeviceStrategy):
+    """A CPU strategy whose model is a `FakeEngine`, with Lightning's real `DeepSpeedPrecision` (its `backward` and
+    `optimizer_step` call the engine as with DeepSpeed)."""
+
+    def __init__(self, calls: list, accumulation: int, clipping: float) -> None:
+        from lightning.pytorch.plugins.precision import DeepSpeedPrecision
+
+        super().__init__(device=torch.device("cpu"), precision_plugin=DeepSpeedPrecision("32-true"))
+        self.calls, self.accumulation, self.clipping = calls, accumulation, clipping
+
+    def _setup_model(self, model: nn.Module) -> nn.Module:
+        return FakeEngine(model, self.calls, self.accumulation, self.clipping)
+
+    def setup_optimizers(self, trainer: Any) -> None:
+        super().setup_optimizers(trainer)
+        self.model.optimizer = self.optimizers[0]
+
+
+def test_deepspeed_step_marks_hfs_windows_and_keeps_hfs_loss_scaling(tmp_path: Path) -> None:
+    """Accumulation 3 over 7 micro-batches (windows of 3, 3 and 1): each backward sees the boundary of HF's window
+    and `scale_wrt_gas=False`, the engine steps once per window and its norm is logged: the same losses, `grad_norm`
+    and weights as the run without the engine."""
+    calls: list = []
+
+    def run(out: str, **kw: Any) -> Trainer:
+        args = make_args(
+            out,
+            gradient_accumulation_steps=3,
+            per_device_train_batch_size=4,
+            max_grad_norm=0.5,
+            num_train_epochs=1,
+            logging_steps=1,
+            save_strategy="no",
+            seed=42,
+            **kw,
+        )
+        trainer = Trainer(model=tiny_bert(dropout=0.0), args=args, train_dataset=ToyClassification(28, seed=1))
+        trainer.train()
+        return trainer
+
+    engine_run = run(str(tmp_path / "engine"), strategy=FakeDeepSpeedStrategy(calls, accumulation=3, clipping=0.5))
+    window = [("backward", False, False), ("backward", False, False), ("backward", True, False)]
+    boundary = [("step", True), ("grad_norm",)]
+    assert calls == window + boundary + window + boundary + [("backward", True, False)] + boundary
+    plain = run(str(tmp_path / "plain"))
+    logs = [(e["loss"], e["grad_norm"]) for e in engine_run.state.log_history if "loss" in e]
+    assert logs == [(e["loss"], e["grad_norm"]) for e in plain.state.log_history if "loss" in e] and len(logs) == 3
+    reference = plain.model.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in engine_run.model.state_dict().items())
 
 
 # ---- DDP training parity -------------------------------------------------------------------------------
