@@ -7,8 +7,9 @@ strategy has wrapped the model), HF's `log_history` at `logging_steps`, also sen
 `self.log`. The step budget, devices, strategy, loggers and callbacks are Lightning's.
 
 `HFCheckpoint` is a Lightning callback writing `checkpoint-{step}/` folders in HF's layout (weights gathered from
-sharded strategies, `model.safetensors` from rank 0 only, optimizer/scheduler/RNG/`trainer_state.json`), so the
-models load with `from_pretrained` and the folders with `hf_lightning.Trainer(resume_from_checkpoint=...)`.
+sharded strategies, `model.safetensors` from rank 0 only, the tokenizer or other processing class,
+optimizer/scheduler/RNG/`trainer_state.json`), so the models load with `from_pretrained` and the folders with
+`hf_lightning.Trainer(resume_from_checkpoint=...)`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import random
 import shutil
 import warnings
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import lightning.pytorch as pl
@@ -36,7 +38,6 @@ from hf_lightning.checkpoints import (
     SCHEDULER_NAME,
     TMP_PREFIX,
     TRAINER_STATE_NAME,
-    TRAINING_ARGS_NAME,
     CheckpointMixin,
     save_model_files,
 )
@@ -187,6 +188,10 @@ class HFCheckpoint(pl.Callback):
     """Writes `checkpoint-{global_step}/` in HF's layout every `every_n_steps` optimiser steps (default: the module's
     `save_steps` when `save_strategy="steps"`) and at the end of training; keeps `save_total_limit` folders.
 
+    Like `transformers.Trainer`, each folder also gets the `processing_class` (tokenizer, processor ...): the one
+    given here, else the datamodule's `processing_class` (`HFDataModule`, `HFTextDataModule`), else its collator's
+    tokenizer.
+
     Every rank takes part (sharded weights and optimizer state are gathered); rank 0 writes into a temporary folder
     that is renamed once complete, and every rank waits for the write."""
 
@@ -196,6 +201,7 @@ class HFCheckpoint(pl.Callback):
         every_n_steps: int | None = None,
         save_total_limit: int | None = None,
         save_on_train_end: bool = True,
+        processing_class: Any = None,
     ) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"`every_n_steps` must be >= 1, got {every_n_steps}.")
@@ -203,6 +209,7 @@ class HFCheckpoint(pl.Callback):
         self.every_n_steps = every_n_steps
         self.save_total_limit = save_total_limit
         self.save_on_train_end = save_on_train_end
+        self.processing_class = processing_class
         self._last_saved = -1
 
     @staticmethod
@@ -244,7 +251,7 @@ class HFCheckpoint(pl.Callback):
         optim_state = full_optimizer_state_dict(strategy, optimizer) if optimizer is not None else None
         if trainer.is_global_zero:
             shutil.rmtree(tmp_dir, ignore_errors=True)
-            save_model_files(model, tmp_dir, state_dict)
+            self._save_model(tmp_dir, trainer, model, getattr(loop, "args", None), state_dict)
             self._write_training_state(tmp_dir, trainer, loop, optimizer, optim_state)
         strategy.barrier("hf_checkpoint_written")
         rng_name = "rng_state.pth" if trainer.world_size <= 1 else f"rng_state_{trainer.global_rank}.pth"
@@ -257,6 +264,23 @@ class HFCheckpoint(pl.Callback):
         strategy.barrier("hf_checkpoint_published")
         self._last_saved = step
         return final_dir
+
+    def _save_model(self, output_dir: str, trainer: pl.Trainer, model: nn.Module, args: Any, state: dict) -> None:
+        """The weights, processing class and training arguments, written by the facade's own `save_model` code."""
+        if args is None:
+            save_model_files(model, output_dir, state)
+            return
+        datamodule = trainer.datamodule
+        processing_class = self.processing_class
+        if processing_class is None:
+            processing_class = getattr(datamodule, "processing_class", None)
+        view = SimpleNamespace(
+            model=model,
+            args=args,
+            processing_class=processing_class,
+            data_collator=getattr(datamodule, "data_collator", None),
+        )
+        CheckpointMixin._save(view, output_dir, state_dict=state)
 
     @staticmethod
     def _write_training_state(
@@ -274,9 +298,6 @@ class HFCheckpoint(pl.Callback):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.save(scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
-        args = getattr(loop, "args", None)
-        if args is not None:
-            torch.save(args, os.path.join(output_dir, TRAINING_ARGS_NAME))
         state = getattr(loop, "state", None) or TrainerState()
         state.global_step = trainer.global_step
         state.save_to_json(os.path.join(output_dir, TRAINER_STATE_NAME))
