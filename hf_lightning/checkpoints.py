@@ -11,8 +11,10 @@ half-written (no `trainer_state.json`, which HF writes last).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -55,6 +57,31 @@ logger = logging.getLogger(__name__)
 
 TRAINER_STATE_NAME = "trainer_state.json"
 TRAINING_ARGS_NAME = "training_args.bin"
+
+# Lightning fields that may hold live objects (a Strategy, plugins, a Profiler ...) that cannot be pickled.
+_LIGHTNING_OBJECT_FIELDS = ("strategy", "plugins", "profiler", "lightning_trainer_kwargs")
+
+
+def picklable_args(args: Any) -> Any:
+    """`args` for `training_args.bin`: a Lightning field holding an object that cannot be pickled (a Strategy
+    object holds its accelerator, environment and modules) is stored as its `repr`, so the save never fails."""
+    replaced = {}
+    for name in _LIGHTNING_OBJECT_FIELDS:
+        value = getattr(args, name, None)
+        if value is None or isinstance(value, (str, int, float, bool)):
+            continue
+        try:
+            pickle.dumps(value)
+        except Exception:
+            replaced[name] = repr(value)
+    if not replaced:
+        return args
+    stored = copy.copy(args)  # not dataclasses.replace: that would re-run (and re-validate in) __post_init__
+    for name, value in replaced.items():
+        object.__setattr__(stored, name, value)
+    return stored
+
+
 OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.pt"
 SCALER_NAME = "scaler.pt"
@@ -204,7 +231,7 @@ class CheckpointMixin:
             self.processing_class.save_pretrained(output_dir)
         elif getattr(self.data_collator, "tokenizer", None) is not None:
             self.data_collator.tokenizer.save_pretrained(output_dir)
-        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+        torch.save(picklable_args(self.args), os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def _get_output_dir(self, trial: Any) -> str:
         if self.hp_search_backend is not None and trial is not None:
