@@ -169,14 +169,6 @@ def _tensors(obj: Any) -> Iterator[torch.Tensor]:
         yield obj
 
 
-def _nested_apply(obj: Any, fn: Any) -> Any:
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_nested_apply(o, fn) for o in obj)
-    if isinstance(obj, dict):
-        return type(obj)({k: _nested_apply(v, fn) for k, v in obj.items()})
-    return fn(obj) if isinstance(obj, torch.Tensor) else obj
-
-
 def _nested_map(obj: Any, fn: Any) -> Any:
     """`fn` on every leaf (anything but a list, tuple or dict) of a nested structure, keeping the containers."""
     if isinstance(obj, (list, tuple)):
@@ -184,6 +176,11 @@ def _nested_map(obj: Any, fn: Any) -> Any:
     if isinstance(obj, dict):
         return type(obj)({k: _nested_map(v, fn) for k, v in obj.items()})
     return fn(obj)
+
+
+def _nested_apply(obj: Any, fn: Any) -> Any:
+    """`fn` on the tensor leaves of a nested structure; other leaves are kept as they are."""
+    return _nested_map(obj, lambda leaf: fn(leaf) if isinstance(leaf, torch.Tensor) else leaf)
 
 
 def _nested_append(streams: Any, arrays: Any) -> None:
