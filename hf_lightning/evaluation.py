@@ -41,6 +41,7 @@ from transformers.trainer_utils import (
 
 from hf_lightning import distributed
 from hf_lightning.data import is_hf_dataset
+from hf_lightning.strategies import fsdp_wrapper
 
 logger = logging.getLogger(__name__)
 
@@ -370,7 +371,11 @@ class EvaluationMixin:
         """The model to evaluate, on the run's device and, outside training, in `*_full_eval` dtype.
 
         Like HF, the first evaluation before any training "prepares" the model and from then on every metrics
-        dict carries `{prefix}_model_preparation_time`."""
+        dict carries `{prefix}_model_preparation_time`. Under FSDP, the wrapped model (HF's `_wrap_model`): each rank
+        holds only its shard of the weights, the wrapper gathers them for each forward."""
+        sharded = fsdp_wrapper(getattr(self, "model_wrapped", None))
+        if sharded is not None and getattr(self, "lightning_trainer", None) is not None:
+            return sharded
         model = self.model
         device = distributed.eval_device(self)
         if getattr(self, "lightning_trainer", None) is None and not getattr(self, "_eval_model_prepared", False):

@@ -13,6 +13,7 @@ is given: `hf_lightning.Trainer` is one.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -55,7 +56,9 @@ class HFLoop(Protocol):
 # Attributes set on every batch (Lightning's `_current_fx_name` around each hook call, the step's bookkeeping) that
 # are never parameters, buffers or submodules: `nn.Module.__setattr__`'s registry checks cost ~1.5 us each, about
 # 30 times a step.
-_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_grad_norm", "_scale_before_step", "_stop_epoch"})
+_PLAIN_ATTRIBUTES = frozenset(
+    {"_current_fx_name", "_grad_norm", "_scale_before_step", "_stop_epoch", "_set_gradient_sync"}
+)
 
 
 class HFLightningModule(pl.LightningModule):
@@ -74,6 +77,7 @@ class HFLightningModule(pl.LightningModule):
         self._grad_norm: Any = None
         self._scale_before_step: float | None = None
         self._stop_epoch = False
+        self._set_gradient_sync: Callable[[bool], None] | None = None
 
     @classmethod
     def from_args(
@@ -117,7 +121,7 @@ class HFLightningModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         """Under FSDP, wrap the HF model itself before Lightning's setup (`strategies.shard_hf_model`); as in HF, the
         wrapped model is the loop's `model_wrapped`, the one the HF step runs."""
-        wrapped = shard_hf_model(self.trainer.strategy, self.model)
+        wrapped = shard_hf_model(self.trainer.strategy, self.model, getattr(self._loop, "model_wrapped", None))
         if wrapped is not self.model:
             self.model = wrapped
             self._loop.model_wrapped = wrapped
@@ -134,6 +138,7 @@ class HFLightningModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._deepspeed = hasattr(self.trainer.strategy.model, "set_gradient_accumulation_boundary")
+        self._set_gradient_sync = self._gradient_sync_switch()
         restore = getattr(self._loop, "_load_pending_optimizer_state", None)
         if restore is not None:  # a resumed optimizer state that needs the strategy-wrapped model (FSDP)
             restore()
@@ -162,13 +167,23 @@ class HFLightningModule(pl.LightningModule):
 
     # ---- the HF step ---------------------------------------------------------------------------------
 
-    def _sync_gradients(self, sync: bool) -> None:
-        """Skip DDP's gradient all-reduce on all but the last micro-batch of a window (HF's `no_sync`)."""
+    def _gradient_sync_switch(self) -> Callable[[bool], None] | None:
+        """What turns the gradient reduction of the next backward on or off, looked up once per fit: DDP's
+        `require_backward_grad_sync` (the flag its `no_sync` sets; Lightning's DDP wrapper runs `training_step` inside
+        its forward, so no context manager can span it), DeepSpeed's window boundary (the engine reduces and steps
+        there). None for FSDP (its `no_sync` wraps the HF model's forward and backward in `training_step`) and
+        single-process runs."""
         wrapped = getattr(self.trainer.strategy, "model", None)
         if hasattr(wrapped, "require_backward_grad_sync"):
-            wrapped.require_backward_grad_sync = sync
-        elif self._deepspeed:  # the engine reduces (and steps) at HF's window boundary
-            wrapped.set_gradient_accumulation_boundary(sync)
+            return functools.partial(setattr, wrapped, "require_backward_grad_sync")
+        if self._deepspeed:
+            return wrapped.set_gradient_accumulation_boundary
+        return None
+
+    def _sync_gradients(self, sync: bool) -> None:
+        """Skip the gradient reduction on all but the last micro-batch of a window (HF's `no_sync`)."""
+        if self._set_gradient_sync is not None:
+            self._set_gradient_sync(sync)
 
     def training_step(self, batch: MicroBatch, batch_idx: int) -> torch.Tensor:
         loop = self._loop
@@ -182,7 +197,11 @@ class HFLightningModule(pl.LightningModule):
             num_items = self.trainer.strategy.reduce(num_items.to(self.device).clone(), reduce_op="sum")
         model = getattr(loop, "model_wrapped", None)
         model = self.model if model is None else model
-        loss = call_training_step(loop.training_step, model, batch.inputs, num_items)
+        if self._fsdp_wrapped and not batch.is_last_in_window:  # accumulate unsharded gradients, as HF does
+            with self.model.no_sync():
+                loss = call_training_step(loop.training_step, model, batch.inputs, num_items)
+        else:
+            loss = call_training_step(loop.training_step, model, batch.inputs, num_items)
         loop._track_micro_batch(batch.inputs, loss)
         loop._micro_step = batch.step
         if not batch.is_last_in_window:

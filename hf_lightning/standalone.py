@@ -14,6 +14,7 @@ optimizer/scheduler/RNG/`trainer_state.json`), so the models load with `from_pre
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -41,10 +42,13 @@ from hf_lightning.checkpoints import (
     CheckpointMixin,
     save_model_files,
 )
+from hf_lightning.data import AccumulationWindowLoader
 from hf_lightning.module import HFLightningModule
-from hf_lightning.strategies import full_optimizer_state_dict, full_state_dict
+from hf_lightning.strategies import full_optimizer_state_dict, full_state_dict, save_engine_checkpoint
 
 __all__ = ["HFCheckpoint", "StandaloneLoop", "StandaloneModule"]
+
+HF_STATE_KEY = "hf_lightning_state"
 
 
 class StandaloneModule(HFLightningModule):
@@ -58,6 +62,17 @@ class StandaloneModule(HFLightningModule):
         size = next((v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor) and v.dim() > 0), 1)
         self.log("eval_loss", loss, sync_dist=True, batch_size=size, prog_bar=True)
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A Lightning checkpoint (`ModelCheckpoint`, `trainer.save_checkpoint`) also carries the HF side Lightning
+        does not know: the `TrainerState` (log history ...) and the HF schedule, stepped by the module itself."""
+        checkpoint[HF_STATE_KEY] = self._loop.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """`fit(ckpt_path=...)`: Lightning restores the weights, optimizer and step count; this restores the HF
+        state saved by `on_save_checkpoint` (the schedule once `configure_optimizers` has built it)."""
+        if HF_STATE_KEY in checkpoint:
+            self._loop.load_state_dict(checkpoint[HF_STATE_KEY])
 
 
 class StandaloneLoop:
@@ -84,6 +99,7 @@ class StandaloneLoop:
         self.callback_handler = CallbackHandler([DefaultFlowCallback(), *(callbacks or [])], model, None, None, None)
         self.current_gradient_accumulation_steps = 1
         self.module: pl.LightningModule | None = None
+        self._restored: dict[str, Any] = {}
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         params = inspect.signature(base.forward).parameters.values()
         self.model_accepts_loss_kwargs = getattr(
@@ -100,6 +116,8 @@ class StandaloneLoop:
             self.model, self.args, optimization.decay_parameter_names(self.model)
         )
         self.lr_scheduler = optimization.build_scheduler(self.args, self.optimizer, self.num_training_steps(trainer))
+        if self._restored.get("lr_scheduler") is not None and self.lr_scheduler is not None:
+            self.lr_scheduler.load_state_dict(self._restored["lr_scheduler"])
         self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
         return self.optimizer
 
@@ -110,6 +128,16 @@ class StandaloneLoop:
         loader = trainer.datamodule.train_dataloader() if trainer.datamodule is not None else None
         windows = math.ceil(len(loader) / self.args.gradient_accumulation_steps) if loader is not None else 1
         return max(1, windows * max(trainer.max_epochs or 1, 1))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The HF state a Lightning checkpoint carries: `TrainerState`'s fields (what HF writes to
+        `trainer_state.json`), the schedule's state."""
+        scheduler = self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None
+        return {"trainer_state": dataclasses.asdict(self.state), "lr_scheduler": scheduler}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Keep `state` (`state_dict`) for `configure_optimizers` and the train start, which apply it."""
+        self._restored = dict(state)
 
     # ---- the step -----------------------------------------------------------------------------------------
 
@@ -139,6 +167,11 @@ class StandaloneLoop:
     def _on_loop_train_start(self) -> None:
         trainer = self.module.trainer
         self.state = TrainerState(max_steps=self.num_training_steps(trainer), logging_steps=self.args.logging_steps)
+        if self._restored.get("trainer_state"):
+            restored = TrainerState(**self._restored["trainer_state"])
+            self.state.log_history, self.state.epoch = restored.log_history, restored.epoch
+            self.state.total_flos = restored.total_flos
+        self._restored = {}
         self.state.global_step = trainer.global_step
         self.state.is_world_process_zero = trainer.is_global_zero
         self._tr_loss = torch.tensor(0.0, device=self.module.device)
@@ -147,6 +180,9 @@ class StandaloneLoop:
 
     def _on_loop_epoch_start(self, epoch: int) -> None:
         self._epoch, self._micro_step = epoch, -1
+        loader = self.module.trainer.train_dataloader
+        if isinstance(loader, AccumulationWindowLoader):  # HF's per-epoch shuffle, also after `ckpt_path` resume
+            loader.epoch = epoch
         self.control = self.callback_handler.on_epoch_begin(self.args, self.state, self.control)
 
     def _track_micro_batch(self, inputs: dict, loss: torch.Tensor) -> None:
@@ -246,11 +282,16 @@ class HFCheckpoint(pl.Callback):
         final_dir = os.path.join(self.dirpath, f"{PREFIX_CHECKPOINT_DIR}-{step}")
         tmp_dir = os.path.join(self.dirpath, TMP_PREFIX + os.path.basename(final_dir))
         strategy = trainer.strategy
-        state_dict = full_state_dict(strategy)
-        optimizer = trainer.optimizers[0] if trainer.optimizers else None
-        optim_state = full_optimizer_state_dict(strategy, optimizer) if optimizer is not None else None
         if trainer.is_global_zero:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+        strategy.barrier("hf_checkpoint_cleared")
+        # The collectives every rank joins: DeepSpeed's engine writes each rank's ZeRO partition (then no
+        # optimizer.pt, as HF), FSDP gathers the weights and the optimizer state to rank 0.
+        engine_saved = save_engine_checkpoint(strategy, tmp_dir)
+        state_dict = full_state_dict(strategy)
+        optimizer = trainer.optimizers[0] if trainer.optimizers and not engine_saved else None
+        optim_state = full_optimizer_state_dict(strategy, optimizer) if optimizer is not None else None
+        if trainer.is_global_zero:
             self._save_model(tmp_dir, trainer, model, getattr(loop, "args", None), state_dict)
             self._write_training_state(tmp_dir, trainer, loop, optimizer, optim_state)
         strategy.barrier("hf_checkpoint_written")

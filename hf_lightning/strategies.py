@@ -52,6 +52,7 @@ __all__ = [
     "deepspeed_config",
     "deepspeed_strategy_config",
     "fsdp_strategy_kwargs",
+    "fsdp_wrapper",
     "full_state_dict",
     "is_interactive",
     "load_deepspeed_config",
@@ -262,9 +263,10 @@ def fsdp_strategy_kwargs(args: Any, model: nn.Module | None = None) -> dict[str,
     return kwargs
 
 
-def shard_hf_model(strategy: Any, model: nn.Module) -> nn.Module:
+def shard_hf_model(strategy: Any, model: nn.Module, wrapped: nn.Module | None = None) -> nn.Module:
     """`model` (the HF model inside the LightningModule) wrapped in FSDP with `strategy`'s settings when `strategy`
-    is an `FSDPStrategy` and nothing is wrapped yet; else `model` itself.
+    is an `FSDPStrategy` and nothing is wrapped yet; else `model` itself. `wrapped`, the FSDP wrapper of `model` from
+    an earlier fit (a second `train()`), is reused: wrapping the already flattened parameters again would fail.
 
     Lightning wraps the whole LightningModule in one FSDP root and runs `training_step` inside that root's forward;
     with manual optimisation the backward then runs inside the forward, which FSDP refuses ("Expects BACKWARD_PRE or
@@ -277,11 +279,13 @@ def shard_hf_model(strategy: Any, model: nn.Module) -> nn.Module:
         return model
     from torch.distributed.fsdp import FullyShardedDataParallel
 
+    kwargs = dict(strategy.kwargs)
+    strategy.kwargs.pop("auto_wrap_policy", None)  # applied here; Lightning would warn that it is unused
+    if isinstance(wrapped, FullyShardedDataParallel) and wrapped.module is model:
+        return wrapped
     if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
         return model
     device = strategy.root_device
-    kwargs = dict(strategy.kwargs)
-    strategy.kwargs.pop("auto_wrap_policy", None)  # applied here; Lightning would warn that it is unused
     return FullyShardedDataParallel(
         module=model,
         cpu_offload=strategy.cpu_offload,
@@ -383,6 +387,15 @@ def full_state_dict(strategy: Any) -> dict[str, torch.Tensor] | None:
         return None
     prefix = "model."
     return {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
+
+
+def fsdp_wrapper(model: Any) -> nn.Module | None:
+    """`model` when it is an FSDP wrapper (what `shard_hf_model` returned), else None."""
+    if model is None or "torch.distributed.fsdp" not in type(model).__module__:
+        return None
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return model if isinstance(model, FullyShardedDataParallel) else None
 
 
 def is_sharded_strategy(strategy: Any) -> bool:

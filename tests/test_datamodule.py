@@ -9,7 +9,9 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
+import torch
 from helpers import ToyClassification, assert_same_weights, tiny_bert
+from lightning.pytorch.callbacks import ModelCheckpoint
 from transformers import BertForSequenceClassification, set_seed
 
 from hf_lightning import HFCheckpoint, HFDataModule, HFLightningModule, Trainer, TrainingArguments
@@ -34,7 +36,9 @@ def _args(out: Path) -> TrainingArguments:
         return TrainingArguments(str(out), **KW)
 
 
-def _plain_lightning(out: Path) -> tuple[pl.Trainer, HFLightningModule]:
+def _plain_lightning(
+    out: Path, callbacks: list | None = None, ckpt_path: str | None = None
+) -> tuple[pl.Trainer, HFLightningModule]:
     model = tiny_bert(dropout=0.0)
     set_seed(42)  # the sampler's seed, as `hf_lightning.Trainer` sets it after the model is built
     args = _args(out)
@@ -45,14 +49,15 @@ def _plain_lightning(out: Path) -> tuple[pl.Trainer, HFLightningModule]:
         max_epochs=2,
         logger=False,
         enable_progress_bar=False,
-        enable_checkpointing=False,
+        default_root_dir=str(out),
+        enable_checkpointing=bool(callbacks),
         enable_model_summary=False,
         use_distributed_sampler=False,
-        callbacks=[HFCheckpoint()],
+        callbacks=callbacks if callbacks is not None else [HFCheckpoint()],
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(module, datamodule=data)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     return trainer, module
 
 
@@ -78,6 +83,21 @@ def test_hf_checkpoint_callback_writes_hf_layout(tmp_path: Path) -> None:
     assert expected | {"rng_state.pth", "training_args.bin"} == files
     loaded = BertForSequenceClassification.from_pretrained(tmp_path / "checkpoint-6")
     assert_same_weights(loaded, module.model)
+
+
+def test_lightning_ckpt_path_resume_restores_the_hf_state(tmp_path: Path) -> None:
+    """`fit(ckpt_path=...)` from a Lightning checkpoint of epoch 1: Lightning restores the weights, optimizer and step
+    count, the module the HF side (log history, the schedule): the resumed run ends as the uninterrupted one."""
+    every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_epochs=1, save_top_k=-1)
+    full_trainer, full = _plain_lightning(tmp_path / "full", callbacks=[every_epoch])
+    first_epoch = str(tmp_path / "ckpt" / "epoch=0-step=3.ckpt")
+    saved = torch.load(first_epoch, weights_only=False)["hf_lightning_state"]
+    assert saved["lr_scheduler"]["last_epoch"] == 3
+    resumed_trainer, resumed = _plain_lightning(tmp_path / "resumed", callbacks=[], ckpt_path=first_epoch)
+    assert resumed_trainer.global_step == full_trainer.global_step == 6
+    assert resumed._loop.state.log_history == full._loop.state.log_history
+    assert resumed._loop.lr_scheduler.state_dict() == full._loop.lr_scheduler.state_dict()
+    assert_same_weights(resumed.model, full.model)
 
 
 def test_datamodule_and_callback_reject_bad_input(tmp_path: Path) -> None:

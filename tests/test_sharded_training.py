@@ -32,6 +32,7 @@ from helpers import ToyClassification, free_port, tiny_bert
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from torch import nn
 from transformers import BertForSequenceClassification
+from transformers.trainer_utils import SaveStrategy
 
 import hf_lightning.strategies as hf_strategies
 from hf_lightning import Trainer, TrainingArguments
@@ -121,13 +122,22 @@ def isolated(body: Callable[..., dict], *args: Any) -> dict:
 
 def sum_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
     """Normalised by HF's `num_items_in_batch` (summed over the ranks): 2 ranks x 2 samples and 1 rank x 4 samples
-    compute the same gradient."""
-    return nn.functional.cross_entropy(outputs.logits, labels, reduction="sum") / num_items_in_batch
+    compute the same gradient. Evaluation on several ranks passes no count: each batch's mean, as on one rank."""
+    count = num_items_in_batch if num_items_in_batch is not None else labels.numel()
+    return nn.functional.cross_entropy(outputs.logits, labels, reduction="sum") / count
 
 
-def job(out: str, device: str, world: int = 1, resume: str | None = None, samples: int = 24, **kw: Any) -> Trainer:
+def job(
+    out: str,
+    device: str,
+    world: int = 1,
+    resume: str | None = None,
+    samples: int = 24,
+    eval_samples: int = 0,
+    **kw: Any,
+) -> Trainer:
     """2 epochs of `samples` / 4 micro-batches of 4 samples (over the ranks) in windows of 2, clipped at 0.5, a
-    checkpoint every 2 steps."""
+    checkpoint every 2 steps; with `eval_samples`, an evaluation every 2 steps."""
     params: dict[str, Any] = dict(
         per_device_train_batch_size=4 // world,
         gradient_accumulation_steps=2,
@@ -145,6 +155,8 @@ def job(out: str, device: str, world: int = 1, resume: str | None = None, sample
         devices=world,
         use_cpu=device == "cpu",
     )
+    if eval_samples:
+        params.update(eval_strategy="steps", eval_steps=2)
     params.update(kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -153,17 +165,32 @@ def job(out: str, device: str, world: int = 1, resume: str | None = None, sample
         model=tiny_bert(dropout=0.0),
         args=args,
         train_dataset=ToyClassification(samples, seed=1),
+        eval_dataset=ToyClassification(eval_samples, seed=2) if eval_samples else None,
         compute_loss_func=sum_loss,
     )
-    shims = cpu_capable_strategies("deepspeed" in kw) if device == "cpu" else contextlib.nullcontext()
+    train(trainer, device, resume, deepspeed="deepspeed" in kw)
+    return trainer
+
+
+def train(trainer: Trainer, device: str, resume: str | None = None, deepspeed: bool = False) -> None:
+    shims = cpu_capable_strategies(deepspeed) if device == "cpu" else contextlib.nullcontext()
     with warnings.catch_warnings(), shims:
         warnings.simplefilter("ignore")
         trainer.train(resume_from_checkpoint=resume)
-    return trainer
+
+
+def train_again(trainer: Trainer, device: str) -> None:
+    """A second `train()` of the same trainer (HF keeps the trained model and the optimizer), saving nothing."""
+    trainer.args.save_strategy = SaveStrategy.NO
+    train(trainer, device)
 
 
 def step_logs(trainer: Trainer) -> list[dict]:
     return [e for e in trainer.state.log_history if "loss" in e]
+
+
+def eval_losses(trainer: Trainer) -> list[tuple[int, float]]:
+    return [(e["step"], e["eval_loss"]) for e in trainer.state.log_history if "eval_loss" in e]
 
 
 def hf_weights(folder: str | Path) -> dict[str, torch.Tensor]:
@@ -229,8 +256,17 @@ def _fsdp_worker(port: int, out: str, env: dict[str, str], resume: str | None) -
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **env)
     AcceleratorState._reset_state(True)  # the forked copy of the parent's single-process state
     PartialState._reset_state()
-    trainer = job(out, "cpu", world=2, resume=resume, fsdp=True, fsdp_config=NESTED)
-    info = {"logs": step_logs(trainer), "world": trainer.args.world_size}
+    trainer = job(out, "cpu", world=2, resume=resume, eval_samples=10, fsdp=True, fsdp_config=NESTED)
+    info = {
+        "logs": step_logs(trainer),
+        "evals": eval_losses(trainer),
+        "evaluate": trainer.evaluate()["eval_loss"],
+        "world": trainer.args.world_size,
+    }
+    if resume is None:  # the FSDP wrapper of the first fit is reused (its layers' parameters are already flat)
+        train_again(trainer, "cpu")
+        info["again_logs"] = step_logs(trainer)
+        trainer.save_model(os.path.join(out, "again"))
     with open(os.path.join(out, f"rank{trainer.args.process_index}.json"), "w") as f:
         json.dump(info, f)
 
@@ -255,19 +291,32 @@ def run_two_fsdp_ranks(out: str, resume: str | None = None) -> list[dict]:
 
 
 def test_fsdp_two_ranks_shard_clip_gather_and_resume(tmp_path: Path) -> None:
-    """FULL_SHARD over 2 gloo ranks, one FSDP unit per layer: the clipped `grad_norm` is the global one (each rank
-    holds half the gradients), rank 0 writes the gathered weights and one full `optimizer.pt`, and both ranks resume
-    from them."""
+    """FULL_SHARD over 2 gloo ranks, one FSDP unit per layer, gradients accumulated under `no_sync`: the clipped
+    `grad_norm` is the global one (each rank holds half the gradients), evaluation runs the sharded model (during
+    training and `evaluate()` after it), rank 0 writes the gathered weights and one full `optimizer.pt`, both ranks
+    resume from them, and a second `train()` continues on the same sharded model."""
     out = str(tmp_path / "fsdp")
     os.makedirs(out)
     ranks = run_two_fsdp_ranks(out)
-    plain = job(str(tmp_path / "plain"), "cpu")
+    plain = job(str(tmp_path / "plain"), "cpu", eval_samples=10)
+    plain_evals = eval_losses(plain)
+    plain_evaluate = plain.evaluate()["eval_loss"]
     for info in ranks:
         assert info["world"] == 2
         assert_same_logs(info["logs"], step_logs(plain), rel=1e-5)
-    reference = {k: v for k, v in plain.model.state_dict().items()}
+        assert [s for s, _ in info["evals"]] == [s for s, _ in plain_evals] == [2, 4, 6]
+        assert [v for _, v in info["evals"]] == pytest.approx([v for _, v in plain_evals], rel=1e-5)
+        assert info["evaluate"] == pytest.approx(plain_evaluate, rel=1e-5)
+    reference = {k: v.clone() for k, v in plain.model.state_dict().items()}
     final = hf_weights(Path(out, "checkpoint-6"))
     assert max_diff(final, {k: reference[k] for k in final}) < 1e-5
+
+    train_again(plain, "cpu")
+    for info in ranks:
+        assert_same_logs(info["again_logs"], step_logs(plain), rel=1e-5)
+    again = hf_weights(Path(out, "again"))
+    assert max_diff(again, {k: v for k, v in plain.model.state_dict().items() if k in again}) < 1e-5
+    assert max_diff(again, final) > 1e-4  # the second fit trained on
     optimizer = torch.load(Path(out, "checkpoint-6", "optimizer.pt"), weights_only=True)
     shapes = {name: tuple(s["exp_avg"].shape) for name, s in optimizer["state"].items()}
     assert shapes["bert.embeddings.word_embeddings.weight"] == (50, 16)  # full shapes, not a rank's flat shard
@@ -327,3 +376,51 @@ def test_deepspeed_zero2_accumulates_saves_and_resumes_like_an_unsharded_run(tmp
     assert {"latest", "global_step4", "model.safetensors", "scheduler.pt"} <= set(result["checkpoint_4"])
     assert_same_logs(result["resumed_logs"], result["logs"], rel=tol)
     assert result["resumed_vs_saved"] < tol
+
+
+def _deepspeed_hf_checkpoint_run(out: Path) -> dict:
+    """A plain `lightning.Trainer` on `HFLightningModule.from_args` under the DeepSpeed strategy the facade builds,
+    with the `HFCheckpoint` callback."""
+    import lightning.pytorch as pl
+
+    from hf_lightning import HFCheckpoint, HFDataModule, HFLightningModule
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = TrainingArguments(
+            str(out), per_device_train_batch_size=4, learning_rate=1e-3, deepspeed=ZERO2, report_to="none"
+        )
+    model = tiny_bert(dropout=0.0)
+    module = HFLightningModule.from_args(model, args)
+    with cpu_capable_strategies(deepspeed=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            strategy=hf_strategies.build_strategy(args, model),
+            max_epochs=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            callbacks=[HFCheckpoint(every_n_steps=2)],
+        )
+        trainer.fit(module, datamodule=HFDataModule(args, ToyClassification(16, seed=1)))
+    final = {k: v.float() for k, v in module.model.state_dict().items()}
+    return {
+        "folders": sorted(os.listdir(out)),
+        "files": sorted(os.listdir(out / "checkpoint-4")),
+        "saved_vs_trained": max_diff(hf_weights(out / "checkpoint-4"), final),
+    }
+
+
+@needs_deepspeed
+def test_hf_checkpoint_callback_saves_the_deepspeed_engine_checkpoint(tmp_path: Path) -> None:
+    """`HFCheckpoint` under DeepSpeed writes what the facade writes there: the engine's own checkpoint (each rank's
+    ZeRO partition, `latest`) instead of `optimizer.pt`, beside `model.safetensors` that `from_pretrained` loads."""
+    result = isolated(_deepspeed_hf_checkpoint_run, tmp_path)
+    assert result["folders"] == ["checkpoint-2", "checkpoint-4"]
+    assert {"latest", "global_step4", "model.safetensors", "scheduler.pt", "trainer_state.json"} <= set(result["files"])
+    assert "optimizer.pt" not in result["files"]
+    assert result["saved_vs_trained"] == 0.0
