@@ -3,20 +3,19 @@
 Each case builds the same tiny model and data for `transformers.Trainer` ("hf") and `hf_lightning.Trainer`
 ("hfl") and compares what users see: metrics, `log_history` eval entries (speed values blanked, keys kept),
 `PredictionOutput` arrays and what `compute_metrics` receives. Plus: DDP on CPU (gloo, 2 processes), the
-accumulator's linear cost and bad input.
+memory kept during evaluation and bad input.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from helpers import JOB_ARGS, ToyClassification, make_args, run_gloo_ranks, tiny_bert, trainer_classes
+from helpers import JOB_ARGS, ToyClassification, assert_same, make_args, run_gloo_ranks, tiny_bert, trainer_classes
 from torch import nn
 from torch.utils.data import Dataset
 from transformers import (
@@ -26,8 +25,6 @@ from transformers import (
     DataCollatorForTokenClassification,
     TrainerCallback,
 )
-
-from hf_lightning import evaluation
 
 SPEED_KEYS = ("runtime", "per_second", "preparation_time")
 
@@ -143,26 +140,6 @@ def _numpy(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _numpy(v) for k, v in x.items()}
     return x
-
-
-def assert_same(a: Any, b: Any, path: str = "") -> None:
-    """Exact equality of nested outputs: container types, keys, array dtypes, shapes and values."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray), f"{path}: {type(a)} vs {type(b)}"
-        assert a.dtype == b.dtype, f"{path}: dtype {a.dtype} vs {b.dtype}"
-        np.testing.assert_array_equal(a, b, err_msg=path)
-        return
-    assert type(a) is type(b), f"{path}: {type(a).__name__} vs {type(b).__name__}"
-    if isinstance(a, dict):
-        assert list(a) == list(b), f"{path}: keys {list(a)} vs {list(b)}"
-        for k in a:
-            assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), f"{path}: length {len(a)} vs {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, f"{path}: {a!r} vs {b!r}"
 
 
 def _blank_speed(metrics: dict) -> dict:
@@ -537,41 +514,6 @@ def test_ddp_evaluation_counts_every_sample_once(tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.load(tmp_path / f"pred{r}.npy"), expected_pred.predictions)
 
 
-# ---- memory ----------------------------------------------------------------------------------------------
-
-
-def _accumulate(n_batches: int, monkeypatch: pytest.MonkeyPatch) -> tuple[int, float]:
-    calls = {"n": 0}
-    real = np.concatenate
-
-    def counting(*args: Any, **kwargs: Any) -> np.ndarray:
-        calls["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(np, "concatenate", counting)
-    acc = evaluation.BatchAccumulator()
-    batch = (torch.zeros(4, 3), {"h": torch.zeros(4, 5)})
-    start = time.perf_counter()
-    for step in range(n_batches):
-        acc.add(batch)
-        if step % 7 == 6:
-            acc.to_cpu()  # eval_accumulation_steps
-    arrays = acc.get_arrays()
-    elapsed = time.perf_counter() - start
-    assert arrays[0].shape == (4 * n_batches, 3) and arrays[1]["h"].shape == (4 * n_batches, 5)
-    return calls["n"], elapsed
-
-
-def test_accumulation_is_linear_in_the_number_of_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """HF's container re-concatenates its growing buffer at each `eval_accumulation_steps` (quadratic); ours
-    concatenates each stream once."""
-    small = [_accumulate(500, monkeypatch) for _ in range(3)]
-    large = [_accumulate(5000, monkeypatch) for _ in range(3)]
-    assert {calls for calls, _ in small + large} == {2}, "one concatenation per stream, whatever the batch count"
-    small_time, large_time = min(t for _, t in small), min(t for _, t in large)
-    assert large_time < 30 * small_time, f"{large_time:.3f}s for 10x the batches of {small_time:.3f}s"
-
-
 # ---- bad input ---------------------------------------------------------------------------------------------
 
 
@@ -616,42 +558,6 @@ def test_eval_strategy_without_eval_dataset_fails_before_training(tmp_path: Path
 
 
 # ---- memory: nothing kept per batch ------------------------------------------------------------------------
-
-
-def _hf_container_arrays(batches: list[Any], flush_every: int | None) -> Any:
-    from transformers.trainer_pt_utils import EvalLoopContainer
-
-    container = EvalLoopContainer(padding_index=-100)
-    for step, batch in enumerate(batches):
-        container.add(batch)
-        if flush_every and (step + 1) % flush_every == 0:
-            container.to_cpu_and_numpy()
-    return container.get_arrays()
-
-
-@pytest.mark.parametrize("expected_batches", [None, 3, 6, 20])
-@pytest.mark.parametrize("flush_every", [None, 2])
-def test_accumulator_matches_transformers_container(expected_batches: int | None, flush_every: int | None) -> None:
-    """Batches of varying widths (wider and narrower than before, dim 1 padded with -100), a short last batch and
-    nested tuples/dicts give HF's `EvalLoopContainer` arrays, whatever the chunk sizing (`expected_batches` exact,
-    too small, too large or unknown)."""
-    g = torch.Generator().manual_seed(0)
-    widths, rows = [4, 4, 2, 6, 6, 3], [5, 5, 5, 5, 5, 2]
-    batches = [
-        (
-            torch.randn(n, w, 3, generator=g),
-            {"labels": torch.randint(0, 9, (n, w), generator=g), "loss": torch.randn(n, generator=g)},
-        )
-        for n, w in zip(rows, widths)
-    ]
-    acc = evaluation.BatchAccumulator(expected_batches=expected_batches)
-    for step, batch in enumerate(batches):
-        acc.add(batch)
-        if flush_every and (step + 1) % flush_every == 0:
-            acc.to_cpu()
-    ours = acc.get_arrays()
-    assert_same(ours, _hf_container_arrays(batches, flush_every))
-    assert ours[0].shape == (27, 6, 3) and ours[1]["labels"].shape == (27, 6) and ours[1]["loss"].shape == (27,)
 
 
 class LiveTensors(TrainerCallback):
