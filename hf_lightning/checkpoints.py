@@ -167,6 +167,24 @@ def save_model_files(model: torch.nn.Module, output_dir: str, state_dict: dict |
     safetensors.torch.save_file(state_dict, os.path.join(output_dir, SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
 
 
+def save_model_folder(
+    output_dir: str,
+    model: torch.nn.Module,
+    args: Any,
+    processing_class: Any = None,
+    data_collator: Any = None,
+    state_dict: dict | None = None,
+) -> None:
+    """What HF's `Trainer._save` writes: the weights (`save_model_files`), the processing class (else the collator's
+    tokenizer) and `training_args.bin`. Shared by `Trainer.save_model` and the `HFCheckpoint` callback."""
+    save_model_files(model, output_dir, state_dict)
+    if processing_class is not None:
+        processing_class.save_pretrained(output_dir)
+    elif getattr(data_collator, "tokenizer", None) is not None:
+        data_collator.tokenizer.save_pretrained(output_dir)
+    torch.save(picklable_args(args), os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+
 def load_model_files(model: torch.nn.Module, checkpoint: str) -> None:
     """Load the weights `save_model_files` (or HF) wrote: single or sharded safetensors, PEFT adapters."""
     single = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
@@ -226,12 +244,7 @@ class CheckpointMixin:
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        save_model_files(self.model, output_dir, state_dict)
-        if self.processing_class is not None:
-            self.processing_class.save_pretrained(output_dir)
-        elif getattr(self.data_collator, "tokenizer", None) is not None:
-            self.data_collator.tokenizer.save_pretrained(output_dir)
-        torch.save(picklable_args(self.args), os.path.join(output_dir, TRAINING_ARGS_NAME))
+        save_model_folder(output_dir, self.model, self.args, self.processing_class, self.data_collator, state_dict)
 
     def _get_output_dir(self, trial: Any) -> str:
         if self.hp_search_backend is not None and trial is not None:

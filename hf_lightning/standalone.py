@@ -22,7 +22,6 @@ import random
 import shutil
 import warnings
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import lightning.pytorch as pl
@@ -41,6 +40,7 @@ from hf_lightning.checkpoints import (
     TRAINER_STATE_NAME,
     CheckpointMixin,
     save_model_files,
+    save_model_folder,
 )
 from hf_lightning.data import AccumulationWindowLoader
 from hf_lightning.module import HFLightningModule
@@ -315,13 +315,8 @@ class HFCheckpoint(pl.Callback):
         processing_class = self.processing_class
         if processing_class is None:
             processing_class = getattr(datamodule, "processing_class", None)
-        view = SimpleNamespace(
-            model=model,
-            args=args,
-            processing_class=processing_class,
-            data_collator=getattr(datamodule, "data_collator", None),
-        )
-        CheckpointMixin._save(view, output_dir, state_dict=state)
+        collator = getattr(datamodule, "data_collator", None)
+        save_model_folder(output_dir, model, args, processing_class, collator, state)
 
     @staticmethod
     def _write_training_state(
