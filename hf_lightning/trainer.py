@@ -437,7 +437,7 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
                 self.compute_loss_func is not None
             )
-        if not scaled:
+        if not scaled and self.current_gradient_accumulation_steps != 1:  # x / 1 is x: skip the op and its backward
             loss = loss / self.current_gradient_accumulation_steps
         self.accelerator.backward(loss)
         return loss.detach()
