@@ -283,8 +283,13 @@ def shard_hf_model(strategy: Any, model: nn.Module, wrapped: nn.Module | None = 
     strategy.kwargs.pop("auto_wrap_policy", None)  # applied here; Lightning would warn that it is unused
     if isinstance(wrapped, FullyShardedDataParallel) and wrapped.module is model:
         return wrapped
-    if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+    if isinstance(model, FullyShardedDataParallel):
         return model
+    if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+        raise ValueError(
+            "The model holds FSDP-wrapped submodules but no FSDP root wrapper was kept for it: pass the model "
+            "unwrapped (hf_lightning wraps it for `fsdp`/`strategy='fsdp'`), or the whole FSDP-wrapped model."
+        )
     device = strategy.root_device
     return FullyShardedDataParallel(
         module=model,

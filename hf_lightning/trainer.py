@@ -69,6 +69,7 @@ from hf_lightning.features import (
 from hf_lightning.hp_search import HyperparameterSearchMixin
 from hf_lightning.loop import TrainingLoopMixin
 from hf_lightning.module import HFLightningModule
+from hf_lightning.strategies import fsdp_wrapper
 from hf_lightning.training_args import TrainingArguments, to_hf_lightning_args
 from hf_lightning.translation import lightning_trainer_kwargs
 
@@ -520,7 +521,8 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         """One training attempt at `batch_size` (`auto_find_batch_size` retries smaller ones on out-of-memory)."""
         if args.auto_find_batch_size:
             self._train_batch_size = batch_size
-            self.model_wrapped = self.model
+            sharded = fsdp_wrapper(self.model_wrapped)  # kept: FSDP has flattened the model's parameters into it
+            self.model_wrapped = sharded if sharded is not None and sharded.module is self.model else self.model
         self.lightning_trainer = self._build_lightning_trainer()
         lt = self.lightning_trainer
         args._lightning_processes = (lt.world_size, lt.global_rank, lt.local_rank)

@@ -256,8 +256,14 @@ def _fsdp_worker(port: int, out: str, env: dict[str, str], resume: str | None) -
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **env)
     AcceleratorState._reset_state(True)  # the forked copy of the parent's single-process state
     PartialState._reset_state()
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    no_sync_calls = []
+    no_sync = FullyShardedDataParallel.no_sync
+    FullyShardedDataParallel.no_sync = lambda self: no_sync_calls.append(1) or no_sync(self)  # this process only
     trainer = job(out, "cpu", world=2, resume=resume, eval_samples=10, fsdp=True, fsdp_config=NESTED)
     info = {
+        "no_sync": len(no_sync_calls),
         "logs": step_logs(trainer),
         "evals": eval_losses(trainer),
         "evaluate": trainer.evaluate()["eval_loss"],
@@ -303,6 +309,7 @@ def test_fsdp_two_ranks_shard_clip_gather_and_resume(tmp_path: Path) -> None:
     plain_evaluate = plain.evaluate()["eval_loss"]
     for info in ranks:
         assert info["world"] == 2
+        assert info["no_sync"] == 6  # 2 epochs x 3 windows of 2 micro-batches: the first of each under no_sync
         assert_same_logs(info["logs"], step_logs(plain), rel=1e-5)
         assert [s for s, _ in info["evals"]] == [s for s, _ in plain_evals] == [2, 4, 6]
         assert [v for _, v in info["evals"]] == pytest.approx([v for _, v in plain_evals], rel=1e-5)
