@@ -239,7 +239,8 @@ class AccumulationWindowLoader:
     Each window of `gradient_accumulation_steps` batches (shorter at the end of an epoch) is fetched ahead so
     `count_items` can count the label tokens of the whole window; its micro-batches are then yielded one by one
     to Lightning, each tagged with the window's size and count. `skip_batches` drops the first batches of the
-    next epoch (resume).
+    next epoch (resume). `state_dict`/`load_state_dict` make it a resumable loader for Lightning's own mid-epoch
+    checkpoints (`fit(ckpt_path=...)`), which then continue the epoch where it stopped, as HF's resume does.
     """
 
     def __init__(
@@ -257,26 +258,47 @@ class AccumulationWindowLoader:
         self.epoch = first_epoch
         self.skip_batches = 0
         self.on_skip_done: Callable[[], None] | None = None
+        self._iterated_epoch, self._yielded = first_epoch, 0
 
     def __len__(self) -> int:
         return self.steps_in_epoch
 
+    def state_dict(self) -> dict[str, int]:
+        """The epoch being iterated and the micro-batches yielded from it. Lightning does not prefetch from a loader
+        with a length, so these are the batches trained on when a checkpoint is taken."""
+        return {"epoch": self._iterated_epoch, "batches": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume from `state_dict`: the next iteration skips the batches already trained on (or starts the next
+        epoch when the checkpoint closed one)."""
+        epoch, batches = state["epoch"], state["batches"]
+        if batches >= self.steps_in_epoch:
+            epoch, batches = epoch + 1, 0
+        self.epoch, self.skip_batches = epoch, batches
+
     def __iter__(self) -> Iterator[MicroBatch]:
         set_loader_epoch(self.loader, self.epoch)
+        self._iterated_epoch = self.epoch
         self.epoch += 1
         iterator = iter(self.loader)
         ga = self.gradient_accumulation_steps
         step = -1
         skip, self.skip_batches = self.skip_batches, 0
-        for _ in range(skip):
-            next(iterator, None)
+        # A resume inside a window (a Lightning checkpoint between optimiser steps) keeps the window's skipped
+        # batches so its size and item count stay those of the uninterrupted run; only the rest is yielded.
+        already_in_window = []
+        for i in range(skip):
+            batch = next(iterator, None)
+            if i >= skip - skip % ga and batch is not None:
+                already_in_window.append(batch)
             step += 1
+        self._yielded = skip
         num_windows = math.ceil(self.steps_in_epoch / ga)
         remainder = self.steps_in_epoch % ga or ga
         for window in range(skip // ga, num_windows):
             size = ga if window != num_windows - 1 else remainder
-            batches = []
-            for _ in range(size):
+            batches, already_in_window = already_in_window, []
+            while len(batches) < size:
                 batch = next(iterator, None)
                 if batch is None:
                     break
@@ -287,9 +309,10 @@ class AccumulationWindowLoader:
             if skip and self.on_skip_done is not None:
                 self.on_skip_done()
                 skip = 0
-            for i, batch in enumerate(batches):
+            for i in range(step + 1 - window * ga, len(batches)):
                 step += 1
-                yield MicroBatch(batch, num_items, step, len(batches), i == len(batches) - 1)
+                self._yielded = step + 1
+                yield MicroBatch(batches[i], num_items, step, len(batches), i == len(batches) - 1)
 
 
 def count_label_items(batches: list, shift_labels: bool) -> torch.Tensor | None:

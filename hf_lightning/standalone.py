@@ -70,8 +70,9 @@ class StandaloneModule(HFLightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """`fit(ckpt_path=...)`: Lightning restores the weights, optimizer and step count; this restores the HF
-        state saved by `on_save_checkpoint` (the schedule once `configure_optimizers` has built it)."""
-        if HF_STATE_KEY in checkpoint:
+        state saved by `on_save_checkpoint`. Only when fitting: `validate`/`test`/`predict(ckpt_path=...)` must not
+        leave a schedule behind for a later `fit`."""
+        if HF_STATE_KEY in checkpoint and self.trainer.state.fn == "fit":
             self._loop.load_state_dict(checkpoint[HF_STATE_KEY])
 
 
@@ -136,8 +137,12 @@ class StandaloneLoop:
         return {"trainer_state": dataclasses.asdict(self.state), "lr_scheduler": scheduler}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Keep `state` (`state_dict`) for `configure_optimizers` and the train start, which apply it."""
+        """Apply `state` (`state_dict`): the schedule at once when it exists (FSDP and DeepSpeed restore checkpoints
+        after `configure_optimizers`), else when `configure_optimizers` builds it; the `TrainerState` at the train
+        start."""
         self._restored = dict(state)
+        if self.lr_scheduler is not None and self._restored.get("lr_scheduler") is not None:
+            self.lr_scheduler.load_state_dict(self._restored.pop("lr_scheduler"))
 
     # ---- the step -----------------------------------------------------------------------------------------
 
@@ -167,11 +172,15 @@ class StandaloneLoop:
     def _on_loop_train_start(self) -> None:
         trainer = self.module.trainer
         self.state = TrainerState(max_steps=self.num_training_steps(trainer), logging_steps=self.args.logging_steps)
-        if self._restored.get("trainer_state"):
-            restored = TrainerState(**self._restored["trainer_state"])
+        saved = self._restored.get("trainer_state")
+        if saved:
+            known = {f.name for f in dataclasses.fields(TrainerState)}  # a checkpoint from another transformers
+            restored = TrainerState(**{k: v for k, v in saved.items() if k in known})
             self.state.log_history, self.state.epoch = restored.log_history, restored.epoch
             self.state.total_flos = restored.total_flos
         self._restored = {}
+        # A mid-epoch checkpoint resumes without `on_train_epoch_start`: the epoch is Lightning's.
+        self._set_epoch(trainer.current_epoch)
         self.state.global_step = trainer.global_step
         self.state.is_world_process_zero = trainer.is_global_zero
         self._tr_loss = torch.tensor(0.0, device=self.module.device)
@@ -179,11 +188,14 @@ class StandaloneLoop:
         self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)
 
     def _on_loop_epoch_start(self, epoch: int) -> None:
+        self._set_epoch(epoch)
+        self.control = self.callback_handler.on_epoch_begin(self.args, self.state, self.control)
+
+    def _set_epoch(self, epoch: int) -> None:
         self._epoch, self._micro_step = epoch, -1
         loader = self.module.trainer.train_dataloader
         if isinstance(loader, AccumulationWindowLoader):  # HF's per-epoch shuffle, also after `ckpt_path` resume
             loader.epoch = epoch
-        self.control = self.callback_handler.on_epoch_begin(self.args, self.state, self.control)
 
     def _track_micro_batch(self, inputs: dict, loss: torch.Tensor) -> None:
         self._tr_loss += loss

@@ -100,6 +100,63 @@ def test_lightning_ckpt_path_resume_restores_the_hf_state(tmp_path: Path) -> Non
     assert_same_weights(resumed.model, full.model)
 
 
+def test_lightning_mid_epoch_resume_continues_the_hf_schedule_and_log(tmp_path: Path) -> None:
+    """A checkpoint taken mid-epoch (Lightning skips `on_train_epoch_start` on resume): the window loader is resumable,
+    so the epoch goes on after the batches already trained on, and the run ends as the uninterrupted one did: same
+    weights, same log history. `validate(ckpt_path=...)` leaves nothing behind for a later fit."""
+    every_step = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
+    full_trainer, full = _plain_lightning(tmp_path / "full", callbacks=[every_step])
+    mid = str(tmp_path / "ckpt" / "epoch=0-step=2.ckpt")
+    assert torch.load(mid, weights_only=False)["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 0, "batches": 4}  # 2 steps of 2 micro-batches
+    ]
+    resumed_trainer, resumed = _plain_lightning(tmp_path / "resumed", callbacks=[], ckpt_path=mid)
+    assert resumed_trainer.global_step == full_trainer.global_step == 6
+    assert resumed._loop.state.log_history == full._loop.state.log_history
+    assert_same_weights(resumed.model, full.model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resumed_trainer.validate(
+            resumed,
+            datamodule=HFDataModule(_args(tmp_path), ToyClassification(8, seed=2), ToyClassification(8, seed=2)),
+            ckpt_path=mid,
+        )
+    assert resumed._loop._restored == {}
+
+
+def test_window_loader_state_resumes_mid_epoch_and_after_a_closed_epoch() -> None:
+    """The loader's state is (epoch, micro-batches yielded); a fresh loader given it continues after them (inside a
+    window too), or starts the next epoch when the saved one was complete."""
+    from hf_lightning.data import AccumulationWindowLoader
+
+    def loader() -> AccumulationWindowLoader:
+        return AccumulationWindowLoader(list(range(5)), 2, sum, 5)  # "items": the sum of the window's batches
+
+    first = loader()
+    iterator = iter(first)
+    seen = [next(iterator).step for _ in range(3)]
+    assert seen == [0, 1, 2] and first.state_dict() == {"epoch": 0, "batches": 3}
+    resumed = loader()
+    resumed.load_state_dict(first.state_dict())
+    rest = list(resumed)
+    assert [(b.inputs, b.step, b.window_size, b.is_last_in_window) for b in rest] == [(3, 3, 2, True), (4, 4, 1, True)]
+    assert [b.num_items_in_batch for b in rest] == [2 + 3, 4]  # the window of batches 2-3 is counted whole
+    closed = loader()
+    closed.load_state_dict({"epoch": 0, "batches": 5})
+    assert (closed.epoch, closed.skip_batches) == (1, 0)
+
+
+def test_loop_state_applies_to_an_existing_schedule(tmp_path: Path) -> None:
+    """Under FSDP/DeepSpeed Lightning restores the checkpoint after `configure_optimizers`: the saved schedule is
+    applied to the scheduler that already exists."""
+    _, trained = _plain_lightning(tmp_path / "a")
+    _, fresh = _plain_lightning(tmp_path / "b")
+    fresh._loop.lr_scheduler.step()
+    assert fresh._loop.lr_scheduler.state_dict() != trained._loop.lr_scheduler.state_dict()
+    fresh._loop.load_state_dict(trained._loop.state_dict())
+    assert fresh._loop.lr_scheduler.state_dict() == trained._loop.lr_scheduler.state_dict()
+
+
 def test_datamodule_and_callback_reject_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="train_dataset"):
         HFDataModule(_args(tmp_path))
