@@ -218,6 +218,14 @@ def _fsdp_run(out: Path, device: str) -> dict:
     sharded = job(str(out), device, fsdp=True)
     assert isinstance(sharded.lightning_trainer.strategy, FSDPStrategy)
     in_memory = hf_strategies.full_state_dict(sharded.lightning_trainer.strategy)
+    if device == "cpu":  # a model with its own FSDP units but no root is refused, not wrapped a second time
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        half_wrapped = tiny_bert()
+        layers = half_wrapped.bert.encoder.layer
+        layers[0] = FullyShardedDataParallel(layers[0], device_id=torch.device("cpu"))
+        with pytest.raises(ValueError, match="FSDP-wrapped submodules but no FSDP root"):
+            hf_strategies.shard_hf_model(sharded.lightning_trainer.strategy, half_wrapped)
     sharded.save_model(str(out / "saved"))
     saved = hf_weights(out / "saved")
     result = {
