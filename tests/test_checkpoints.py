@@ -219,6 +219,32 @@ def test_resume_is_bit_identical(hfl_run, tmp_path, step: int) -> None:
     assert resumed_draws == {s: full_draws[s] for s in resumed_draws}  # python, numpy and torch RNG restored
 
 
+def test_large_models_save_sharded_like_transformers_and_resume(hfl_run, tmp_path, monkeypatch) -> None:
+    """Over `save_pretrained`'s shard size (made 10 KB here), checkpoints hold HF's sharded safetensors and index, the
+    same files as `transformers.Trainer` writes; `from_pretrained` loads them and resume from them is bit-identical."""
+    from transformers import PreTrainedModel
+
+    save = PreTrainedModel.save_pretrained
+    monkeypatch.setattr(
+        PreTrainedModel, "save_pretrained", lambda self, *a, **kw: save(self, *a, **kw, max_shard_size="10KB")
+    )
+    for impl in ("hf", "hfl"):
+        make_trainer(impl, tmp_path / impl, max_steps=3, save_steps=3).train()
+    assert files(tmp_path / "hfl" / "checkpoint-3") == files(tmp_path / "hf" / "checkpoint-3")
+    assert "model.safetensors.index.json" in files(tmp_path / "hfl" / "checkpoint-3")
+    assert_same_weights(
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "hfl" / "checkpoint-3"),
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf" / "checkpoint-3"),
+    )
+    resharded = tmp_path / "resharded"
+    shutil.copytree(Path(hfl_run.args.output_dir) / "checkpoint-3", resharded)
+    model = AutoModelForSequenceClassification.from_pretrained(resharded)
+    os.remove(resharded / "model.safetensors")
+    model.save_pretrained(resharded)
+    assert "model.safetensors.index.json" in files(resharded)
+    assert_same_run(hfl_run, _resume("hfl", tmp_path / "resumed", resharded))
+
+
 def test_resume_true_picks_last_checkpoint(hfl_run, tmp_path) -> None:
     source = Path(hfl_run.args.output_dir)
     for step in (3, 4, 5):
