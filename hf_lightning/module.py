@@ -78,6 +78,7 @@ class HFLightningModule(pl.LightningModule):
         self._scale_before_step: float | None = None
         self._stop_epoch = False
         self._set_gradient_sync: Callable[[bool], None] | None = None
+        self._train_parameters: list[nn.Parameter] = []
 
     @classmethod
     def from_args(
@@ -143,6 +144,9 @@ class HFLightningModule(pl.LightningModule):
         if restore is not None:  # a resumed optimizer state that needs the strategy-wrapped model (FSDP)
             restore()
         self._loop._on_loop_train_start()
+        # `model.parameters()` walks every submodule; clipping and `zero_grad` need it each step, so the walk is done
+        # once per fit (after `on_train_begin` callbacks), in the same order.
+        self._train_parameters = list(self.model.parameters())
 
     def on_train_epoch_start(self) -> None:
         self._stop_epoch = False
@@ -228,7 +232,8 @@ class HFLightningModule(pl.LightningModule):
             skipped = bool(getattr(getattr(engine, "optimizer", None), "overflow", False))
         if not skipped and loop.lr_scheduler is not None and not is_metric_scheduler(loop.lr_scheduler):
             loop.lr_scheduler.step()
-        self.model.zero_grad()
+        for p in self._train_parameters:  # `model.zero_grad()` (set_to_none, HF's default) without the module walk
+            p.grad = None
         loop._on_loop_step_end(self._grad_norm, learning_rate)
         self._sync_gradients(True)
 
@@ -241,7 +246,7 @@ class HFLightningModule(pl.LightningModule):
             self._grad_norm = None
         else:  # FSDP: its own `clip_grad_norm_` on the wrapped HF model (`setup`), the norm over all shards
             model = self.model if self._fsdp_wrapped else model
-            self._grad_norm = clip_grad_norm(model, max_norm if max_norm > 0 else float("inf"))
+            self._grad_norm = clip_grad_norm(model, max_norm if max_norm > 0 else float("inf"), self._train_parameters)
         loop.control = loop.callback_handler.on_pre_optimizer_step(loop.args, loop.state, loop.control)
 
 

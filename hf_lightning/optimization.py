@@ -100,8 +100,9 @@ def current_learning_rate(optimizer: torch.optim.Optimizer, scheduler: Any) -> f
     return lr.item() if torch.is_tensor(lr) else lr
 
 
-def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
-    """Clip by the global norm over `model.parameters()` and return the pre-clip norm.
+def clip_grad_norm(model: nn.Module, max_norm: float, parameters: list[nn.Parameter] | None = None) -> torch.Tensor:
+    """Clip by the global norm over `model.parameters()` (or `parameters`, that list taken once) and return the
+    pre-clip norm.
 
     FSDP-wrapped modules provide their own sharding-aware `clip_grad_norm_`; everything else uses torch's,
     which is what HF's accelerator calls on one process.
@@ -109,4 +110,4 @@ def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
     own = getattr(model, "clip_grad_norm_", None)
     if callable(own):
         return own(max_norm)
-    return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return torch.nn.utils.clip_grad_norm_(model.parameters() if not parameters else parameters, max_norm)
