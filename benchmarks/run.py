@@ -170,7 +170,8 @@ class EpochSeededSampler:
 
 
 def train_raw(job: Job, model: Any, dataset: Any) -> dict[str, Any]:
-    """The plain PyTorch loop HF runs: seeded sampler, fused AdamW, clip to 1.0, linear schedule, zero_grad."""
+    """The plain PyTorch loop HF runs: seeded sampler, fused AdamW, clip to 1.0, linear schedule, zero_grad; as lean
+    as it can be (the parameter list is taken once), so overheads are measured against the least a loop must do."""
     import torch
     from torch.utils.data import DataLoader
     from transformers import default_data_collator, get_linear_schedule_with_warmup
@@ -193,6 +194,7 @@ def train_raw(job: Job, model: Any, dataset: Any) -> dict[str, Any]:
     loader = DataLoader(dataset, batch_size=job.batch_size, sampler=sampler, collate_fn=default_data_collator)
     model.train()
     model.zero_grad()
+    params = list(model.parameters())  # walked once: `model.parameters()` each step costs ~0.4 ms on tiny BERT
     tr_loss, losses, times = torch.tensor(0.0), [], []
     for epoch in range(job.epochs):
         sampler.epoch = epoch
@@ -200,10 +202,11 @@ def train_raw(job: Job, model: Any, dataset: Any) -> dict[str, Any]:
             loss = model(**batch).loss
             loss.backward()
             tr_loss += loss.detach()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
-            model.zero_grad()
+            for p in params:  # model.zero_grad()
+                p.grad = None
             times.append(stamp())
             if len(times) % job.logging_steps == 0:
                 losses.append(tr_loss.item() / job.logging_steps)
