@@ -117,8 +117,7 @@ class StandaloneLoop:
             self.model, self.args, optimization.decay_parameter_names(self.model)
         )
         self.lr_scheduler = optimization.build_scheduler(self.args, self.optimizer, self.num_training_steps(trainer))
-        if self._restored.get("lr_scheduler") is not None and self.lr_scheduler is not None:
-            self.lr_scheduler.load_state_dict(self._restored["lr_scheduler"])
+        self._apply_restored_schedule()
         self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
         return self.optimizer
 
@@ -141,6 +140,10 @@ class StandaloneLoop:
         after `configure_optimizers`), else when `configure_optimizers` builds it; the `TrainerState` at the train
         start."""
         self._restored = dict(state)
+        self._apply_restored_schedule()
+
+    def _apply_restored_schedule(self) -> None:
+        """Load a restored schedule state into the scheduler once both exist (whichever comes second calls this)."""
         if self.lr_scheduler is not None and self._restored.get("lr_scheduler") is not None:
             self.lr_scheduler.load_state_dict(self._restored.pop("lr_scheduler"))
 
