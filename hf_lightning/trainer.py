@@ -21,6 +21,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from torch import nn
 from transformers import (
     DataCollatorWithPadding,
@@ -66,6 +67,7 @@ from hf_lightning.features import (
     enable_activation_checkpointing,
     maybe_empty_device_cache,
 )
+from hf_lightning.host_memory import keep_freed_host_memory
 from hf_lightning.hp_search import HyperparameterSearchMixin
 from hf_lightning.loop import TrainingLoopMixin
 from hf_lightning.module import HFLightningModule
@@ -569,7 +571,9 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             self._on_loop_train_start()
             self._on_loop_train_end()
         else:
-            with warnings.catch_warnings():  # HF sets train mode in training_step, after Lightning's check
+            on_cpu = isinstance(self.lightning_trainer.accelerator, CPUAccelerator)
+            with warnings.catch_warnings(), keep_freed_host_memory(args.keep_freed_host_memory and on_cpu):
+                # HF sets train mode in training_step, after Lightning's check
                 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
                 self.lightning_trainer.fit(self.lightning_module, train_dataloaders=window_loader)
         return self._train_output

@@ -140,6 +140,13 @@ class TrainingArguments(transformers.TrainingArguments):
     profiler: Union[None, str, Any] = field(
         default=None, metadata={"help": "Lightning profiler: 'simple', 'advanced', 'pytorch' or a Profiler object."}
     )
+    keep_freed_host_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "Training on CPU with glibc: keep memory freed between steps mapped during train() instead of "
+            "handing it back to the kernel and faulting it in again each step (see hf_lightning/host_memory.py)."
+        },
+    )
     lightning_trainer_kwargs: Union[None, dict, str] = field(
         default=None,
         metadata={

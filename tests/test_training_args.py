@@ -58,7 +58,7 @@ def test_to_dict_has_hf_keys_plus_lightning_and_no_unset_legacy(out):
     ours, theirs = make(out), transformers.TrainingArguments(output_dir=out)
     d = ours.to_dict()
     lightning = {"accelerator", "devices", "num_nodes", "strategy", "precision", "plugins", "profiler"}
-    assert set(d) == set(theirs.to_dict()) | lightning | {"lightning_trainer_kwargs"}
+    assert set(d) == set(theirs.to_dict()) | lightning | {"lightning_trainer_kwargs", "keep_freed_host_memory"}
     assert not set(d) & set(LEGACY_FIELDS)
     assert json.loads(ours.to_json_string()) == json.loads(json.dumps(d))
     assert "TrainingArguments(" in repr(ours)
@@ -81,6 +81,7 @@ def test_hf_argument_parser(out):
     cli = [
         "--output_dir", out, "--evaluation_strategy", "epoch", "--warmup_ratio", "0.1", "--devices", "2",
         "--strategy", "ddp", "--precision", "bf16-mixed", "--use_cpu", "--bf16", "--no_cuda", "--num_nodes", "1",
+        "--keep_freed_host_memory", "false",
     ]  # fmt: skip
     with pytest.warns(FutureWarning):
         (args,) = parser.parse_args_into_dataclasses(cli)
@@ -88,7 +89,7 @@ def test_hf_argument_parser(out):
     assert args.eval_strategy == IntervalStrategy.EPOCH
     assert args.warmup_ratio == 0.1 and args.get_warmup_steps(95) == 10
     assert args.devices == 2 and args.strategy == "ddp" and args.precision == "bf16-mixed"
-    assert args.use_cpu is True
+    assert args.use_cpu is True and args.keep_freed_host_memory is False
 
 
 def test_hf_argument_parser_plain_v5_is_silent(out):
