@@ -8,7 +8,7 @@ so its final weights are compared too (reported bit-identical or with the max di
 (`pl`, automatic optimisation) is run as a reference for the tiny job.
 
     .venv/bin/python benchmarks/run.py            # full run (about 15-25 minutes on 2 CPU cores)
-    .venv/bin/python benchmarks/run.py --quick    # smoke run: tiny job, one subprocess, no timings table
+    .venv/bin/python benchmarks/run.py --quick    # smoke run: tiny job in lock-step, no timings table
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import json
 import math
 import os
 import platform
+import random
+import resource
+import select
 import statistics
 import subprocess
 import sys
@@ -134,16 +137,59 @@ def current_rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def stamp() -> tuple[float, float]:
-    """Wall-clock and process CPU time; CPU time is far less disturbed by other processes on a busy machine."""
-    return time.perf_counter(), time.process_time()
+def stamp() -> tuple[float, float, float, float]:
+    """Wall-clock s, process CPU s (far less disturbed by other processes on a busy machine), of which system s,
+    and minor page faults (fresh pages the allocator maps in: the kernel zeroes each one)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), time.process_time(), usage.ru_stime, usage.ru_minflt
 
 
-def per_step_ms(times: list[tuple[float, float]], warmup: int, which: int) -> float:
-    """Mean wall (`which`=0) or CPU (1) time per optimiser step after `warmup` steps (logging steps and epoch
-    ends included)."""
-    warmup = min(warmup, len(times) - 2)
-    return 1000 * (times[-1][which] - times[warmup][which]) / (len(times) - 1 - warmup)
+class StepClock:
+    """Times each optimiser step: the active time from the end of the previous step (for the first step, from
+    `start()`, just before `Trainer(...)`) to the end of this one, logging and epoch ends included.
+
+    With a token ring (`ring` = read fd, write fd, ready fd; the MiniLM job) the implementations run at once in
+    lock-step: a process works only while it holds the token and hands it on at the end of every step, so step i of
+    raw, transformers and hf_lightning run within seconds of each other and share whatever the machine is doing
+    then; time spent waiting for the token is not counted. Without a ring the clock only records."""
+
+    def __init__(self, ring: tuple[int, int, int] | None = None) -> None:
+        self.ring = ring
+        self.durations: list[tuple[float, ...]] = []  # per step: the differences of two `stamp()`s
+        self.resumed = stamp()
+
+    def start(self) -> None:
+        """Say ready, wait for the first turn, and start timing."""
+        if self.ring:
+            os.write(self.ring[2], b"r")
+            self._wait()
+        self.resumed = stamp()
+
+    def step_end(self) -> None:
+        now = stamp()
+        self.durations.append(tuple(b - a for a, b in zip(self.resumed, now)))
+        if self.ring:
+            os.write(self.ring[1], b"t")
+            self._wait()
+        self.resumed = stamp()
+
+    def finish(self) -> None:
+        """Hand the token on for good (after this process's untimed teardown)."""
+        if self.ring:
+            try:
+                os.write(self.ring[1], b"t")
+            except BrokenPipeError:  # the next worker has already finished
+                pass
+
+    def _wait(self) -> None:
+        if os.read(self.ring[0], 1) != b"t":
+            raise RuntimeError("token ring closed")
+
+
+def per_step(durations: list[tuple[float, ...]], warmup: int, which: int) -> float:
+    """Mean of `stamp()` field `which` (wall s, CPU s, system s, faults) per optimiser step after `warmup` steps."""
+    timed = durations[min(warmup, len(durations) - 2) + 1 :]
+    return sum(d[which] for d in timed) / len(timed)
 
 
 # ---- the three (four) training implementations --------------------------------------------------------------
@@ -169,7 +215,7 @@ class EpochSeededSampler:
         yield from torch.randperm(self.n, generator=g).tolist()
 
 
-def train_raw(job: Job, model: Any, dataset: Any) -> dict[str, Any]:
+def train_raw(job: Job, model: Any, dataset: Any, clock: StepClock) -> dict[str, Any]:
     """The plain PyTorch loop HF runs: seeded sampler, fused AdamW, clip to 1.0, linear schedule, zero_grad; as lean
     as it can be (the parameter list is taken once), so overheads are measured against the least a loop must do."""
     import torch
@@ -178,7 +224,7 @@ def train_raw(job: Job, model: Any, dataset: Any) -> dict[str, Any]:
     from transformers.trainer_utils import set_seed
 
     set_seed(SEED)
-    start = stamp()
+    clock.start()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     no_decay = [p for n, p in named if "bias" in n or "LayerNorm" in n]
     decay = [p for n, p in named if not ("bias" in n or "LayerNorm" in n)]
@@ -195,7 +241,7 @@ def train_raw(job: Job, model: Any, dataset: Any) -> dict[str, Any]:
     model.train()
     model.zero_grad()
     params = list(model.parameters())  # walked once: `model.parameters()` each step costs ~0.4 ms on tiny BERT
-    tr_loss, losses, times = torch.tensor(0.0), [], []
+    tr_loss, losses = torch.tensor(0.0), []
     for epoch in range(job.epochs):
         sampler.epoch = epoch
         for batch in loader:
@@ -207,14 +253,14 @@ def train_raw(job: Job, model: Any, dataset: Any) -> dict[str, Any]:
             scheduler.step()
             for p in params:  # model.zero_grad()
                 p.grad = None
-            times.append(stamp())
-            if len(times) % job.logging_steps == 0:
+            clock.step_end()
+            if len(clock.durations) % job.logging_steps == 0:
                 losses.append(tr_loss.item() / job.logging_steps)
                 tr_loss.zero_()
-    return {"start": start, "times": times, "losses": losses}
+    return {"losses": losses}
 
 
-def train_trainer(impl: str, job: Job, model: Any, dataset: Any, output_dir: str) -> dict[str, Any]:
+def train_trainer(impl: str, job: Job, model: Any, dataset: Any, output_dir: str, clock: StepClock) -> dict[str, Any]:
     """`transformers.Trainer` (impl "hf") or `hf_lightning.Trainer` ("hfl") with the same arguments."""
     if impl == "hf":
         from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -222,11 +268,8 @@ def train_trainer(impl: str, job: Job, model: Any, dataset: Any, output_dir: str
         from hf_lightning import Trainer, TrainerCallback, TrainingArguments
 
     class StepTimes(TrainerCallback):
-        def __init__(self) -> None:
-            self.times: list[tuple[float, float]] = []
-
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.times.append(stamp())
+            clock.step_end()
 
     args = TrainingArguments(
         output_dir=output_dir,
@@ -240,15 +283,14 @@ def train_trainer(impl: str, job: Job, model: Any, dataset: Any, output_dir: str
         use_cpu=True,
         seed=SEED,
     )
-    timer = StepTimes()
-    start = stamp()
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[timer])
+    clock.start()
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[StepTimes()])
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return {"start": start, "times": timer.times, "losses": losses}
+    return {"losses": losses}
 
 
-def train_lightning(job: Job, model: Any, dataset: Any, output_dir: str) -> dict[str, Any]:
+def train_lightning(job: Job, model: Any, dataset: Any, output_dir: str, clock: StepClock) -> dict[str, Any]:
     """Plain Lightning (automatic optimisation) on the same job, as a reference for Lightning's own overhead."""
     import lightning.pytorch as pl
     import torch
@@ -272,15 +314,11 @@ def train_lightning(job: Job, model: Any, dataset: Any, output_dir: str) -> dict
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     class StepTimes(pl.Callback):
-        def __init__(self) -> None:
-            self.times: list[tuple[float, float]] = []
-
         def on_train_batch_end(self, *args: Any) -> None:
-            self.times.append(stamp())
+            clock.step_end()
 
     set_seed(SEED)
-    timer = StepTimes()
-    start = stamp()
+    clock.start()
     sampler = EpochSeededSampler(len(dataset))
     loader = DataLoader(dataset, batch_size=job.batch_size, sampler=sampler, collate_fn=default_data_collator)
     trainer = pl.Trainer(
@@ -294,33 +332,38 @@ def train_lightning(job: Job, model: Any, dataset: Any, output_dir: str) -> dict
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=output_dir,
-        callbacks=[timer],
+        callbacks=[StepTimes()],
     )
     trainer.fit(Module(), train_dataloaders=loader)
-    return {"start": start, "times": timer.times, "losses": []}
+    return {"losses": []}
 
 
-def run_training(impl: str, job: Job, out: Path) -> dict[str, Any]:
+def run_training(impl: str, job: Job, out: Path, ring: tuple[int, int, int] | None = None) -> dict[str, Any]:
     import torch
 
     model = build_model(job.model)
     dataset = build_dataset(job)
+    clock = StepClock(ring)
     with tempfile.TemporaryDirectory() as tmp:
         if impl == "raw":
-            res = train_raw(job, model, dataset)
+            res = train_raw(job, model, dataset, clock)
         elif impl == "pl":
-            res = train_lightning(job, model, dataset, tmp)
+            res = train_lightning(job, model, dataset, tmp, clock)
         else:
-            res = train_trainer(impl, job, model, dataset, tmp)
-    times = res["times"]
+            res = train_trainer(impl, job, model, dataset, tmp, clock)
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out / f"{job.name}-{impl}.pt")
+    clock.finish()
+    steps = clock.durations
     return {
-        "steps": len(times),
-        "per_step_ms": per_step_ms(times, job.warmup, 0),
-        "per_step_cpu_ms": per_step_ms(times, job.warmup, 1),
-        "first_step_s": times[0][0] - res["start"][0],
-        "first_step_cpu_s": times[0][1] - res["start"][1],
-        "train_s": times[-1][0] - res["start"][0],
+        "steps": len(steps),
+        "step_ms": [1000 * d[0] for d in steps],
+        "step_cpu_ms": [1000 * d[1] for d in steps],
+        "per_step_ms": 1000 * per_step(steps, job.warmup, 0),
+        "per_step_cpu_ms": 1000 * per_step(steps, job.warmup, 1),
+        "per_step_sys_ms": 1000 * per_step(steps, job.warmup, 2),
+        "faults_per_step": per_step(steps, job.warmup, 3),
+        "first_step_s": steps[0][0],
+        "first_step_cpu_s": steps[0][1],
         "losses": res["losses"],
     }
 
@@ -368,7 +411,7 @@ def worker(ns: argparse.Namespace) -> None:
         if ns.job == "eval":
             res = run_eval(impl, ns.n)
         else:
-            res = run_training(impl, job, out)
+            res = run_training(impl, job, out, tuple(int(fd) for fd in ns.ring.split(",")) if ns.ring else None)
         res.update(impl=impl, job=ns.job, peak_rss_mb=peak_rss_mb())
         print("RESULT " + json.dumps(res), flush=True)
 
@@ -376,12 +419,73 @@ def worker(ns: argparse.Namespace) -> None:
 # ---- the driver -------------------------------------------------------------------------------------------
 
 
+WORKER_ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false")
+
+
+# glibc's allocator maps freed activation memory back out (trims the heap top, munmaps big blocks) by heuristics
+# that depend on the whole history of the process's heap, so from step to step each process pays a different
+# number of page faults (0 to 75,000 a MiniLM step, up to 0.4 s of system time). hf_lightning turns that off
+# during a CPU train() (`hf_lightning/host_memory.py`); "steady" turns it off the same way for every worker, so
+# what remains is the frameworks' own cost.
+MALLOC_SETTINGS = {
+    "glibc": {},
+    "steady": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)},
+}
+MALLOC_LABELS = {
+    "glibc": "glibc defaults (hf_lightning keeps freed memory mapped itself, the others do not)",
+    "steady": "freed memory kept mapped for every implementation (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=1 TB)",
+}
+
+
+def parse_results(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]
+
+
 def spawn_worker(*argv: str) -> list[dict[str, Any]]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run([sys.executable, str(HERE), *argv], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, str(HERE), *argv], capture_output=True, text=True, env=WORKER_ENV)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {argv} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    return parse_results(proc.stdout)
+
+
+def spawn_lockstep(job: str, impls: list[str], *argv: str, malloc: str = "glibc") -> list[dict[str, Any]]:
+    """Run `impls` at once, a worker each, taking turns step by step through a token ring (see `StepClock`); the
+    first in `impls` starts once all are ready. A worker that dies closes its pipe, which stops the others.
+    `malloc` names the allocator setting (`MALLOC_SETTINGS`) every worker runs with."""
+    env = dict(WORKER_ENV, **MALLOC_SETTINGS[malloc])
+    n = len(impls)
+    tokens = [os.pipe() for _ in impls]  # worker k reads tokens[k] and writes tokens[k + 1]
+    ready_r, ready_w = os.pipe()
+    procs, logs = [], []
+    for k, impl in enumerate(impls):
+        ring = (tokens[k][0], tokens[(k + 1) % n][1], ready_w)
+        log = tempfile.TemporaryFile("w+")  # files, not pipes: a worker blocked on a full pipe would stall the ring
+        cmd = [sys.executable, str(HERE), *argv, "--worker", "--job", job, "--impls", impl]
+        cmd += ["--ring", ",".join(map(str, ring))]
+        procs.append(subprocess.Popen(cmd, pass_fds=ring, stdout=log, stderr=subprocess.STDOUT, text=True, env=env))
+        logs.append(log)
+    first_token = tokens[0][1]
+    for fd in [fd for pair in tokens for fd in pair if fd != first_token] + [ready_w]:
+        os.close(fd)
+    ready = 0
+    while ready < n and all(proc.poll() in (None, 0) for proc in procs):
+        if select.select([ready_r], [], [], 1.0)[0]:
+            ready += len(os.read(ready_r, n - ready))
+    os.close(ready_r)
+    if ready == n:
+        os.write(first_token, b"t")
+    os.close(first_token)  # without the token (a worker died while loading) the ring reads EOF and every worker stops
+    results, failures = [], []
+    for impl, proc, log in zip(impls, procs, logs):
+        proc.wait()
+        log.seek(0)
+        text = log.read()
+        if proc.returncode != 0:
+            failures.append(f"--- {impl}:\n{text[-2500:]}")
+        results += [dict(r, malloc=malloc) for r in parse_results(text)]
+    if failures:  # the first to fail names the cause; the others stopped because the ring closed
+        raise RuntimeError(f"lock-step workers failed ({job}):\n" + "\n".join(failures))
+    return results
 
 
 def time_import(statement: str) -> float:
@@ -420,6 +524,29 @@ def check_weights(out: Path, job: str, impls: list[str]) -> dict[str, str]:
     return report
 
 
+PER_STEP_KEYS = ("per_step_ms", "per_step_cpu_ms", "per_step_sys_ms", "faults_per_step")
+
+
+def column(rows: list[dict], impl: str, key: str) -> list[Any]:
+    """`key` of every run of `impl` among `rows`."""
+    return [r[key] for r in rows if r["impl"] == impl]
+
+
+def paired_step_ratios(results: list[dict], impl: str, warmup: int) -> list[float]:
+    """Step i of `impl` over step i of the raw loop in the same lock-step round: the two ran seconds apart."""
+    rounds: dict[int, dict[str, list[float]]] = {r["round"]: {} for r in results}
+    for r in results:
+        rounds[r["round"]][r["impl"]] = r["step_ms"]
+    return [ours / raw for steps in rounds.values() for ours, raw in list(zip(steps[impl], steps["raw"]))[warmup + 1 :]]
+
+
+def bootstrap_median_ci(values: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """95 % bootstrap interval of the median (fixed seed, so a table is reproducible from its JSON)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
 def spread(values: list[float]) -> str:
     """Median [min-max] over rounds."""
     return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
@@ -427,10 +554,15 @@ def spread(values: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run: tiny job, 20 steps, one worker process")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny job, 20 steps, in lock-step")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians over them)")
     p.add_argument("--jobs", default="tiny,minilm,eval,import", help="comma list of tiny, minilm, eval, import")
     p.add_argument("--minilm-rounds", type=int, default=3, help="rounds for the (slow) MiniLM job")
+    p.add_argument(
+        "--minilm-malloc",
+        default="glibc,steady",
+        help="allocator settings to run MiniLM under: glibc (as is), steady (no heap trimming; see MALLOC_SETTINGS)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads in each worker (default 2)")
     p.add_argument("--json", help="also write all raw results to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -438,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--impls", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--ring", help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
     if ns.worker:
         worker(ns)
@@ -447,7 +580,11 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     out = Path(tempfile.mkdtemp(prefix="hfl-bench-"))
     if ns.quick:
-        results = spawn("--worker", "--quick", "--job", "tiny", "--impls", "raw,hf,hfl", "--out", str(out))
+        results = spawn_lockstep(
+            "tiny", ["raw", "hf", "hfl"], "--quick", "--threads", str(ns.threads), "--out", str(out)
+        )
+        if {len(r["step_ms"]) for r in results} != {QUICK_JOB.steps}:
+            raise AssertionError(f"lock-step run lost steps: {[len(r['step_ms']) for r in results]}")
         print(json.dumps({"tiny": check_weights(out, "tiny", ["raw", "hf", "hfl"])}))
         hf, hfl = (next(r for r in results if r["impl"] == i) for i in ("hf", "hfl"))
         if hf["losses"] != hfl["losses"]:
@@ -459,12 +596,18 @@ def main(argv: list[str] | None = None) -> int:
     impls = {"tiny": ["raw", "hf", "hfl", "pl"], "minilm": ["raw", "hf", "hfl"]}
     checks: dict[str, Any] = {}
     imports: dict[str, list[float]] = {k: [] for k in IMPORTS}
-    total = max(ns.rounds, ns.minilm_rounds if "minilm" in jobs else 0)
+    total = max(ns.rounds if set(jobs) - {"minilm"} else 0, ns.minilm_rounds if "minilm" in jobs else 0)
     for r in range(total):
         for job in jobs:
             if r >= ns.rounds and job != "minilm":
                 continue  # rounds past --rounds run only MiniLM (when --minilm-rounds asks for more)
-            if job in impls and (job != "minilm" or r < ns.minilm_rounds):
+            if job == "minilm" and r < ns.minilm_rounds:
+                for malloc in rotate(ns.minilm_malloc.split(","), r):
+                    argv = ("--threads", str(ns.threads), "--out", str(out))
+                    lockstep = spawn_lockstep(job, rotate(impls[job], r), *argv, malloc=malloc)
+                    results += [dict(x, round=r) for x in lockstep]
+                    checks[job] = check_weights(out, job, impls[job])
+            elif job == "tiny":
                 for impl in rotate(impls[job], r):
                     results += [
                         dict(x, round=r) for x in spawn("--worker", "--job", job, "--impls", impl, "--out", str(out))
@@ -500,33 +643,50 @@ def report(results: list[dict], checks: dict, imports: dict[str, list[float]], j
 
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"Load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    for job in ("tiny", "minilm"):
-        if job not in jobs:
-            continue
+    sections = [("tiny", {})] if "tiny" in jobs else []
+    if "minilm" in jobs:
+        sections += [("minilm", {"malloc": m}) for m in MALLOC_SETTINGS if pick("minilm", "raw", "steps", malloc=m)]
+    for job, kw in sections:
+        rows = [r for r in results if r["job"] == job and all(r.get(k) == v for k, v in kw.items())]
         spec = JOBS[job]
         head = f"seq {spec.seq_len}, batch {spec.batch_size}, {spec.steps} steps, log every {spec.logging_steps}"
-        print(f"\n## {job}: {head}")
+        how = f", in lock-step; allocator: {MALLOC_LABELS[kw['malloc']]}" if kw else ""
+        print(f"\n## {job}: {head}{how}")
         print(
-            "| impl | wall ms/step | overhead wall | CPU ms/step | overhead CPU | 1st step s | peak RSS MB | weights |"
+            "| impl | wall ms/step | overhead wall | CPU ms/step | overhead CPU | sys ms/step | faults/step "
+            "| 1st step s | peak RSS MB | weights |"
         )
-        print("|---|---|---|---|---|---|---|---|")
-        raw_wall, raw_cpu = median(job, "raw", "per_step_ms"), median(job, "raw", "per_step_cpu_ms")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        raw = {key: statistics.median(column(rows, "raw", key)) for key in ("per_step_ms", "per_step_cpu_ms")}
         for impl in ("raw", "hf", "hfl", "pl"):
-            if not pick(job, impl, "per_step_ms"):
+            if not column(rows, impl, "per_step_ms"):
                 continue
-            wall, cpu = median(job, impl, "per_step_ms"), median(job, impl, "per_step_cpu_ms")
+            mid = {key: statistics.median(column(rows, impl, key)) for key in PER_STEP_KEYS}
             print(
-                f"| {impl} | {spread(pick(job, impl, 'per_step_ms'))} | {wall - raw_wall:+.3f} "
-                f"| {spread(pick(job, impl, 'per_step_cpu_ms'))} | {cpu - raw_cpu:+.3f} "
-                f"| {spread(pick(job, impl, 'first_step_s'))} | {median(job, impl, 'peak_rss_mb'):.0f} "
+                f"| {impl} | {spread(column(rows, impl, 'per_step_ms'))} "
+                f"| {mid['per_step_ms'] - raw['per_step_ms']:+.3f} "
+                f"| {spread(column(rows, impl, 'per_step_cpu_ms'))} "
+                f"| {mid['per_step_cpu_ms'] - raw['per_step_cpu_ms']:+.3f} "
+                f"| {mid['per_step_sys_ms']:.1f} | {mid['faults_per_step']:.0f} "
+                f"| {spread(column(rows, impl, 'first_step_s'))} "
+                f"| {statistics.median(column(rows, impl, 'peak_rss_mb')):.0f} "
                 f"| {checks.get(job, {}).get(impl, 'reference')} |"
             )
         for key, label in (("per_step_ms", "wall"), ("per_step_cpu_ms", "CPU")):
-            raw = median(job, "raw", key)
-            hf, hfl = median(job, "hf", key) - raw, median(job, "hfl", key) - raw
+            hf, hfl = (statistics.median(column(rows, impl, key)) - raw[key] for impl in ("hf", "hfl"))
             ratio = f"{hfl / hf:.2f}" if hf > 0 else "n/a (hf overhead <= 0)"
-            slowdown = (hfl + raw) / raw
-            print(f"- {label}: overhead hf_lightning / transformers = {ratio}; hf_lightning / raw = {slowdown:.3f}")
+            print(
+                f"- {label}: overhead hf_lightning / transformers = {ratio}; "
+                f"hf_lightning / raw = {(hfl + raw[key]) / raw[key]:.3f}"
+            )
+        if job == "minilm":
+            for impl, name in (("hfl", "hf_lightning"), ("hf", "transformers")):
+                ratios = paired_step_ratios(rows, impl, spec.warmup)
+                low, high = bootstrap_median_ci(ratios)
+                print(
+                    f"- lock-step pairs: {name} / raw, step by step: median {statistics.median(ratios):.4f} "
+                    f"(95 % CI {low:.4f}-{high:.4f}, {len(ratios)} steps)"
+                )
     if "eval" in jobs:
         print("\n## eval: tiny BERT, evaluate() with compute_metrics, batch 64")
         print("| samples | impl | wall s | CPU s | RSS growth MB | peak RSS MB | eval_loss |")
