@@ -47,6 +47,7 @@ class Job:
     epochs: int
     logging_steps: int
     warmup: int  # steps excluded from the per-step time
+    turn: int  # steps a worker runs before handing the token on (lock-step)
     learning_rate: float = 1e-3
 
     @property
@@ -55,7 +56,7 @@ class Job:
 
 
 JOBS = {
-    "tiny": Job("tiny", "tiny", seq_len=32, batch_size=8, n_train=800, epochs=3, logging_steps=10, warmup=10),
+    "tiny": Job("tiny", "tiny", seq_len=32, batch_size=8, n_train=800, epochs=3, logging_steps=10, warmup=10, turn=10),
     "minilm": Job(
         "minilm",
         "minilm",
@@ -65,10 +66,11 @@ JOBS = {
         epochs=1,
         logging_steps=10,
         warmup=4,
+        turn=1,
         learning_rate=5e-5,
     ),
 }
-QUICK_JOB = Job("tiny", "tiny", seq_len=32, batch_size=8, n_train=80, epochs=2, logging_steps=5, warmup=2)
+QUICK_JOB = Job("tiny", "tiny", seq_len=32, batch_size=8, n_train=80, epochs=2, logging_steps=5, warmup=2, turn=5)
 EVAL_SIZES = (5000, 10000)
 
 
@@ -148,13 +150,13 @@ class StepClock:
     """Times each optimiser step: the active time from the end of the previous step (for the first step, from
     `start()`, just before `Trainer(...)`) to the end of this one, logging and epoch ends included.
 
-    With a token ring (`ring` = read fd, write fd, ready fd; the MiniLM job) the implementations run at once in
-    lock-step: a process works only while it holds the token and hands it on at the end of every step, so step i of
-    raw, transformers and hf_lightning run within seconds of each other and share whatever the machine is doing
-    then; time spent waiting for the token is not counted. Without a ring the clock only records."""
+    With a token ring (`ring` = read fd, write fd, ready fd) the implementations run at once in lock-step: a process
+    works only while it holds the token and hands it on every `turn` steps (MiniLM: every step; the 6 ms steps of the
+    tiny job: every 10), so step i of every implementation runs within seconds of the others' and shares whatever
+    the machine is doing then; time spent waiting for the token is not counted. Without a ring it only records."""
 
-    def __init__(self, ring: tuple[int, int, int] | None = None) -> None:
-        self.ring = ring
+    def __init__(self, ring: tuple[int, int, int] | None = None, turn: int = 1) -> None:
+        self.ring, self.turn = ring, turn
         self.durations: list[tuple[float, ...]] = []  # per step: the differences of two `stamp()`s
         self.resumed = stamp()
 
@@ -168,7 +170,7 @@ class StepClock:
     def step_end(self) -> None:
         now = stamp()
         self.durations.append(tuple(b - a for a, b in zip(self.resumed, now)))
-        if self.ring:
+        if self.ring and len(self.durations) % self.turn == 0:
             os.write(self.ring[1], b"t")
             self._wait()
         self.resumed = stamp()
@@ -343,7 +345,7 @@ def run_training(impl: str, job: Job, out: Path, ring: tuple[int, int, int] | No
 
     model = build_model(job.model)
     dataset = build_dataset(job)
-    clock = StepClock(ring)
+    clock = StepClock(ring, job.turn)
     with tempfile.TemporaryDirectory() as tmp:
         if impl == "raw":
             res = train_raw(job, model, dataset, clock)
@@ -608,10 +610,8 @@ def main(argv: list[str] | None = None) -> int:
                     results += [dict(x, round=r) for x in lockstep]
                     checks[job] = check_weights(out, job, impls[job])
             elif job == "tiny":
-                for impl in rotate(impls[job], r):
-                    results += [
-                        dict(x, round=r) for x in spawn("--worker", "--job", job, "--impls", impl, "--out", str(out))
-                    ]
+                argv = ("--threads", str(ns.threads), "--out", str(out))
+                results += [dict(x, round=r) for x in spawn_lockstep(job, rotate(impls[job], r), *argv)]
                 checks[job] = check_weights(out, job, impls[job])
             elif job == "eval":
                 for n in EVAL_SIZES:
@@ -650,7 +650,8 @@ def report(results: list[dict], checks: dict, imports: dict[str, list[float]], j
         rows = [r for r in results if r["job"] == job and all(r.get(k) == v for k, v in kw.items())]
         spec = JOBS[job]
         head = f"seq {spec.seq_len}, batch {spec.batch_size}, {spec.steps} steps, log every {spec.logging_steps}"
-        how = f", in lock-step; allocator: {MALLOC_LABELS[kw['malloc']]}" if kw else ""
+        how = f", in lock-step (turns of {spec.turn} step{'s' if spec.turn > 1 else ''})"
+        how += f"; allocator: {MALLOC_LABELS[kw['malloc']]}" if kw else ""
         print(f"\n## {job}: {head}{how}")
         print(
             "| impl | wall ms/step | overhead wall | CPU ms/step | overhead CPU | sys ms/step | faults/step "
