@@ -1,13 +1,15 @@
 """Benchmarks: a raw PyTorch loop, `transformers.Trainer` and `hf_lightning.Trainer` on the same jobs.
 
-Every framework run is a fresh subprocess (so peak RSS and start-up are its own), the frameworks are interleaved
-across rounds (the order rotates each round) and the table reports medians over rounds with the min-max spread.
+Every framework run is a fresh subprocess (so peak RSS and start-up are its own). The training jobs run the
+implementations of a round at once in lock-step: they take turns through a token ring (`StepClock`), so each sees
+the machine as the others do; the ring order rotates each round and the tables report medians over rounds with the
+min-max spread (and, for MiniLM, step-by-step ratios to the raw loop).
 Each run also checks correctness: `transformers.Trainer` and `hf_lightning` must end with bit-identical weights
 and equal logged losses; the raw loop replicates HF's sampler order, fused AdamW, clipping and linear schedule,
 so its final weights are compared too (reported bit-identical or with the max difference). Plain Lightning
 (`pl`, automatic optimisation) is run as a reference for the tiny job.
 
-    .venv/bin/python benchmarks/run.py            # full run (about 15-25 minutes on 2 CPU cores)
+    .venv/bin/python benchmarks/run.py            # full run (about 30-45 minutes on 2 CPU cores)
     .venv/bin/python benchmarks/run.py --quick    # smoke run: tiny job in lock-step, no timings table
 """
 
