@@ -21,7 +21,7 @@ tensor workloads (mmap above 32 MB, trim above 64 MB). Nothing happens off glibc
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,11 +37,12 @@ _TRIM_THRESHOLD_AFTER = 64 * 1024 * 1024
 _TRIM_NEVER = 2**31 - 1  # the largest `mallopt` takes (an int): only a free heap top above 2 GB is trimmed
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    """The process's C library if it is glibc (the one whose `mallopt` these parameters mean)."""
+    """The process's C library if it is glibc (the one whose `mallopt` these parameters mean); looked up once."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = ctypes.CDLL("libc.so.6")  # glibc's soname on every Linux architecture
     for name in ("mallopt", "malloc_trim"):
         if not hasattr(libc, name):
             return None
