@@ -531,11 +531,6 @@ def check_weights(out: Path, job: str, impls: list[str]) -> dict[str, str]:
 PER_STEP_KEYS = ("per_step_ms", "per_step_cpu_ms", "per_step_sys_ms", "faults_per_step")
 
 
-def column(rows: list[dict], impl: str, key: str) -> list[Any]:
-    """`key` of every run of `impl` among `rows`."""
-    return [r[key] for r in rows if r["impl"] == impl]
-
-
 def paired_step_ratios(results: list[dict], impl: str, warmup: int) -> list[float]:
     """Step i of `impl` over step i of the raw loop in the same lock-step round: the two ran seconds apart."""
     rounds: dict[int, dict[str, list[float]]] = {r["round"]: {} for r in results}
@@ -583,10 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     spawn = partial(spawn_worker, "--threads", str(ns.threads))
     results: list[dict[str, Any]] = []
     out = Path(tempfile.mkdtemp(prefix="hfl-bench-"))
+    lockstep_argv = ("--threads", str(ns.threads), "--out", str(out))
     if ns.quick:
-        results = spawn_lockstep(
-            "tiny", ["raw", "hf", "hfl"], "--quick", "--threads", str(ns.threads), "--out", str(out)
-        )
+        results = spawn_lockstep("tiny", ["raw", "hf", "hfl"], "--quick", *lockstep_argv)
         if {len(r["step_ms"]) for r in results} != {QUICK_JOB.steps}:
             raise AssertionError(f"lock-step run lost steps: {[len(r['step_ms']) for r in results]}")
         print(json.dumps({"tiny": check_weights(out, "tiny", ["raw", "hf", "hfl"])}))
@@ -607,13 +601,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # rounds past --rounds run only MiniLM (when --minilm-rounds asks for more)
             if job == "minilm" and r < ns.minilm_rounds:
                 for malloc in rotate(ns.minilm_malloc.split(","), r):
-                    argv = ("--threads", str(ns.threads), "--out", str(out))
-                    lockstep = spawn_lockstep(job, rotate(impls[job], r), *argv, malloc=malloc)
+                    lockstep = spawn_lockstep(job, rotate(impls[job], r), *lockstep_argv, malloc=malloc)
                     results += [dict(x, round=r) for x in lockstep]
                     checks[job] = check_weights(out, job, impls[job])
             elif job == "tiny":
-                argv = ("--threads", str(ns.threads), "--out", str(out))
-                results += [dict(x, round=r) for x in spawn_lockstep(job, rotate(impls[job], r), *argv)]
+                results += [dict(x, round=r) for x in spawn_lockstep(job, rotate(impls[job], r), *lockstep_argv)]
                 checks[job] = check_weights(out, job, impls[job])
             elif job == "eval":
                 for n in EVAL_SIZES:
@@ -649,7 +641,6 @@ def report(results: list[dict], checks: dict, imports: dict[str, list[float]], j
     if "minilm" in jobs:
         sections += [("minilm", {"malloc": m}) for m in MALLOC_SETTINGS if pick("minilm", "raw", "steps", malloc=m)]
     for job, kw in sections:
-        rows = [r for r in results if r["job"] == job and all(r.get(k) == v for k, v in kw.items())]
         spec = JOBS[job]
         head = f"seq {spec.seq_len}, batch {spec.batch_size}, {spec.steps} steps, log every {spec.logging_steps}"
         how = f", in lock-step (turns of {spec.turn} step{'s' if spec.turn > 1 else ''})"
@@ -660,23 +651,23 @@ def report(results: list[dict], checks: dict, imports: dict[str, list[float]], j
             "| 1st step s | peak RSS MB | weights |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|")
-        raw = {key: statistics.median(column(rows, "raw", key)) for key in ("per_step_ms", "per_step_cpu_ms")}
+        raw = {key: median(job, "raw", key, **kw) for key in ("per_step_ms", "per_step_cpu_ms")}
         for impl in ("raw", "hf", "hfl", "pl"):
-            if not column(rows, impl, "per_step_ms"):
+            if not pick(job, impl, "per_step_ms", **kw):
                 continue
-            mid = {key: statistics.median(column(rows, impl, key)) for key in PER_STEP_KEYS}
+            mid = {key: median(job, impl, key, **kw) for key in PER_STEP_KEYS}
             print(
-                f"| {impl} | {spread(column(rows, impl, 'per_step_ms'))} "
+                f"| {impl} | {spread(pick(job, impl, 'per_step_ms', **kw))} "
                 f"| {mid['per_step_ms'] - raw['per_step_ms']:+.3f} "
-                f"| {spread(column(rows, impl, 'per_step_cpu_ms'))} "
+                f"| {spread(pick(job, impl, 'per_step_cpu_ms', **kw))} "
                 f"| {mid['per_step_cpu_ms'] - raw['per_step_cpu_ms']:+.3f} "
                 f"| {mid['per_step_sys_ms']:.1f} | {mid['faults_per_step']:.0f} "
-                f"| {spread(column(rows, impl, 'first_step_s'))} "
-                f"| {statistics.median(column(rows, impl, 'peak_rss_mb')):.0f} "
+                f"| {spread(pick(job, impl, 'first_step_s', **kw))} "
+                f"| {median(job, impl, 'peak_rss_mb', **kw):.0f} "
                 f"| {checks.get(job, {}).get(impl, 'reference')} |"
             )
         for key, label in (("per_step_ms", "wall"), ("per_step_cpu_ms", "CPU")):
-            hf, hfl = (statistics.median(column(rows, impl, key)) - raw[key] for impl in ("hf", "hfl"))
+            hf, hfl = (median(job, impl, key, **kw) - raw[key] for impl in ("hf", "hfl"))
             ratio = f"{hfl / hf:.2f}" if hf > 0 else "n/a (hf overhead <= 0)"
             print(
                 f"- {label}: overhead hf_lightning / transformers = {ratio}; "
@@ -684,7 +675,8 @@ def report(results: list[dict], checks: dict, imports: dict[str, list[float]], j
             )
         if job == "minilm":
             for impl, name in (("hfl", "hf_lightning"), ("hf", "transformers")):
-                ratios = paired_step_ratios(rows, impl, spec.warmup)
+                runs = [r for r in results if r["job"] == job and r.get("malloc") == kw["malloc"]]
+                ratios = paired_step_ratios(runs, impl, spec.warmup)
                 low, high = bootstrap_median_ci(ratios)
                 print(
                     f"- lock-step pairs: {name} / raw, step by step: median {statistics.median(ratios):.4f} "

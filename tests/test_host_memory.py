@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -15,9 +14,7 @@ from helpers import run_job
 import hf_lightning.trainer
 from hf_lightning import host_memory
 
-glibc_only = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="mallopt settings are glibc's"
-)
+glibc_only = pytest.mark.skipif(host_memory._glibc() is None, reason="mallopt settings are glibc's")
 
 # A fresh process runs six "steps", each allocating, writing and freeing tensors of a MiniLM step's sizes (the
 # embedding gradient is 47 MB, above the largest threshold under which glibc reuses heap memory), and prints the
