@@ -19,6 +19,8 @@ Where we differ from HF on purpose (results under DDP equal the single-process o
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import math
 import time
@@ -45,6 +47,33 @@ from hf_lightning.eval_accumulation import BatchAccumulator
 from hf_lightning.strategies import fsdp_wrapper
 
 logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def cache_output_names() -> tuple[str, ...]:
+    """The names the installed transformers gives the key/value cache in model outputs (`past_key_values` up to
+    5.23, `cache` from 5.24): the fields of `CausalLMOutputWithPast` annotated with `Cache`."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    names = tuple(f.name for f in dataclasses.fields(CausalLMOutputWithPast) if "Cache" in str(getattr(f, "type", "")))
+    return names or ("past_key_values",)
+
+
+def default_ignore_keys(model: nn.Module) -> list[str]:
+    """`prediction_step`'s default `ignore_keys`, as transformers decides it: the config's
+    `keys_to_ignore_at_inference`, else the installed transformers' name for the cache output (read at run time, so
+    a rename in transformers is followed, not restated); models without a config ignore nothing."""
+    if not hasattr(model, "config"):
+        return []
+    return list(getattr(model.config, "keys_to_ignore_at_inference", cache_output_names()))
+
+
+def _kept_outputs(outputs: Mapping, ignore_keys: list[str]) -> tuple:
+    """The output values gathered as predictions: HF's (those not in `ignore_keys`), minus any `Cache` object left
+    under another name (a cache cannot be concatenated or gathered; transformers would fail on it)."""
+    from transformers.cache_utils import Cache
+
+    return tuple(v for k, v in outputs.items() if k not in ignore_keys and not isinstance(v, Cache))
 
 
 def _with_last_flag(loader: Any) -> Iterator[tuple[int, Any, bool]]:
@@ -359,10 +388,7 @@ class EvaluationMixin:
         loss_without_labels = len(self.label_names) == 0 and return_loss
         inputs = self._prepare_inputs(inputs)
         if ignore_keys is None:
-            if hasattr(self.model, "config"):
-                ignore_keys = getattr(self.model.config, "keys_to_ignore_at_inference", ["past_key_values"])
-            else:
-                ignore_keys = []
+            ignore_keys = default_ignore_keys(self.model)
         if has_labels or loss_without_labels:
             labels = nested_detach(tuple(inputs.get(name) for name in self.label_names))
             if len(labels) == 1:
@@ -377,14 +403,14 @@ class EvaluationMixin:
                 loss, outputs = self.compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items)
                 loss = loss.detach().mean()
                 if isinstance(outputs, dict):
-                    logits = tuple(v for k, v in outputs.items() if k not in ignore_keys + ["loss"])
+                    logits = _kept_outputs(outputs, ignore_keys + ["loss"])
                 else:
                     logits = outputs[1:]
             else:
                 loss = None
                 outputs = model(**inputs)
                 if isinstance(outputs, dict):
-                    logits = tuple(v for k, v in outputs.items() if k not in ignore_keys)
+                    logits = _kept_outputs(outputs, ignore_keys)
                 else:
                     logits = outputs
         if prediction_loss_only:

@@ -234,6 +234,33 @@ def test_decoder_only_generation_eval_matches_transformers(tmp_path: Path) -> No
     assert ours.predictions.shape[1] > 20 and (ours.predictions == -100).any()
 
 
+@pytest.mark.parametrize("build", [tiny_t5, tiny_gpt2, tiny_bart], ids=["t5", "gpt2", "bart"])
+def test_default_ignore_keys_follow_the_installed_transformers(build: Any, tmp_path: Path) -> None:
+    """Canary for the default `ignore_keys`: transformers drops the key/value cache from the gathered outputs by
+    name (`past_key_values` up to 5.23, `cache` from 5.24); `prediction_step` without `ignore_keys` keeps exactly
+    the outputs transformers keeps, with the model's cache on, and never a `Cache` object."""
+    from transformers.cache_utils import Cache
+
+    tokenizer = char_tokenizer()
+    batch = DataCollatorForSeq2Seq(tokenizer)([reverse_words(tokenizer, 2)[i] for i in range(2)])
+    if build is tiny_gpt2:
+        batch = {"input_ids": batch["input_ids"], "labels": batch["input_ids"]}
+    outputs = {}
+    for impl in ("hf", "hfl"):
+        model = build()
+        model.config.use_cache = True
+        model.eval()
+        trainer = make_trainer(impl, tmp_path / impl, model, tokenizer, predict_with_generate=False)
+        outputs[impl] = trainer.prediction_step(model, dict(batch), prediction_loss_only=False)
+    (hf_loss, hf_logits, _), (loss, logits, _) = outputs["hf"], outputs["hfl"]
+    assert torch.equal(loss, hf_loss)
+    hf_logits = hf_logits if isinstance(hf_logits, tuple) else (hf_logits,)
+    logits = logits if isinstance(logits, tuple) else (logits,)
+    assert len(logits) == len(hf_logits) and not any(isinstance(v, Cache) for v in logits)
+    for ours, theirs in zip(logits, hf_logits):
+        assert torch.equal(ours, theirs)
+
+
 @pytest.mark.parametrize("build", [tiny_bart, tiny_encoder_decoder], ids=["bart", "encoder_decoder"])
 def test_bart_and_encoder_decoder_match_transformers(build: Any, tmp_path: Path) -> None:
     tokenizer = char_tokenizer()
