@@ -222,6 +222,40 @@ def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
             holder.set_epoch(epoch)
 
 
+def skip_first_batches(loader: Any, num_batches: int) -> DataLoader | None:
+    """A copy of a map-style `DataLoader` whose batch sampler skips its first `num_batches` batches (accelerate's
+    `skip_first_batches`, which HF's resume uses): the skipped batches are never loaded or collated, so a collator
+    drawing from the global RNG draws nothing for them. None when `loader` is not a plain `DataLoader` over a
+    batch sampler (an `IterableDataset`, a custom loader): those skip by reading the batches, as accelerate does."""
+    if type(loader) is not DataLoader or isinstance(loader.dataset, IterableDataset) or loader.batch_sampler is None:
+        return None
+    from accelerate.data_loader import SkipBatchSampler
+
+    ignored = {"self", "dataset", "batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"}
+    kwargs = {
+        name: getattr(loader, name)
+        for name in inspect.signature(DataLoader.__init__).parameters
+        if name not in ignored and hasattr(loader, name)
+    }
+    return DataLoader(loader.dataset, batch_sampler=SkipBatchSampler(loader.batch_sampler, num_batches), **kwargs)
+
+
+def one_batch_ahead(loader: Any) -> Iterator[Any]:
+    """Iterate `loader` one batch ahead, as accelerate's `DataLoaderShard` (which HF's train loader is) does: batch
+    `k + 1` is fetched (collated) before batch `k` is handed out. A collator drawing from the global RNG
+    (`DataCollatorForLanguageModeling`'s masking ...) therefore draws in the same order relative to the model's dropout
+    as under `transformers.Trainer`."""
+    iterator = iter(loader)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for upcoming in iterator:
+        yield current
+        current = upcoming
+    yield current
+
+
 @dataclass
 class MicroBatch:
     """One micro-batch of a gradient-accumulation window, as HF's `_run_epoch` sees it."""
@@ -238,7 +272,9 @@ class AccumulationWindowLoader:
 
     Each window of `gradient_accumulation_steps` batches (shorter at the end of an epoch) is fetched ahead so
     `count_items` can count the label tokens of the whole window; its micro-batches are then yielded one by one
-    to Lightning, each tagged with the window's size and count. `skip_batches` drops the first batches of the
+    to Lightning, each tagged with the window's size and count. Like HF's (accelerate-prepared) loader, the
+    underlying loader is read one batch ahead (`one_batch_ahead`), so random collators consume the global RNG
+    exactly when they do under `transformers.Trainer`. `skip_batches` drops the first batches of the
     next epoch (resume). `state_dict`/`load_state_dict` make it a resumable loader for Lightning's own mid-epoch
     checkpoints (`fit(ckpt_path=...)`), which then continue the epoch where it stopped, as HF's resume does.
     """
@@ -280,18 +316,24 @@ class AccumulationWindowLoader:
         set_loader_epoch(self.loader, self.epoch)
         self._iterated_epoch = self.epoch
         self.epoch += 1
-        iterator = iter(self.loader)
         ga = self.gradient_accumulation_steps
-        step = -1
         skip, self.skip_batches = self.skip_batches, 0
-        # A resume inside a window (a Lightning checkpoint between optimiser steps) keeps the window's skipped
-        # batches so its size and item count stay those of the uninterrupted run; only the rest is yielded.
+        # Whole windows already trained on are skipped in the sampler when the loader allows it (HF's resume), else
+        # read and dropped. A resume inside a window (a Lightning checkpoint between optimiser steps) reads the
+        # window's trained batches again so its size and item count stay those of the uninterrupted run; only the
+        # rest is yielded.
+        loader, first = self.loader, 0
+        if skip >= ga:
+            skipping = skip_first_batches(self.loader, skip - skip % ga)
+            if skipping is not None:
+                loader, first = skipping, skip - skip % ga
+        iterator = one_batch_ahead(loader)
         already_in_window = []
-        for i in range(skip):
+        for i in range(first, skip):
             batch = next(iterator, None)
             if i >= skip - skip % ga and batch is not None:
                 already_in_window.append(batch)
-            step += 1
+        step = skip - 1
         self._yielded = skip
         num_windows = math.ceil(self.steps_in_epoch / ga)
         remainder = self.steps_in_epoch % ga or ga
