@@ -4,17 +4,15 @@
 * `torch_compile`: the model the steps run is `torch.compile`d with the backend/mode accelerate would pass;
 * NEFTune: transformers' own forward hook on the input embeddings, active for the training run only;
 * `torch_empty_cache_steps`: the device cache is emptied every N steps (accelerate's `clear_device_cache`);
-* HF's subclass contract that user code calls: `self.accelerator.backward(loss)`, `training_step(model, inputs)`
-  written without `num_items_in_batch` (transformers v4 style).
+* HF's subclass contract that user code calls: `self.accelerator.backward(loss)` (v4-style hook signatures are
+  `hf_lightning.legacy_signatures`' business).
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import warnings
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -24,7 +22,6 @@ from transformers.integrations.neftune import activate_neftune, deactivate_neftu
 __all__ = [
     "LightningAccelerator",
     "activate_neftune",
-    "call_training_step",
     "compile_model",
     "deactivate_neftune",
     "enable_activation_checkpointing",
@@ -87,33 +84,6 @@ def maybe_empty_device_cache(args: Any, global_step: int) -> None:
         clear_device_cache()
         if torch.backends.mps.is_available() and hasattr(torch.mps, "clear_graph_cache"):
             torch.mps.clear_graph_cache()
-
-
-# Bound `training_step` methods seen so far (keyed by their function) -> whether they take `num_items_in_batch`:
-# the signature is inspected once, not on every micro-batch.
-_ACCEPTS_NUM_ITEMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _accepts_num_items(step: Callable) -> bool:
-    func = getattr(step, "__func__", None)
-    if func is not None and func in _ACCEPTS_NUM_ITEMS:
-        return _ACCEPTS_NUM_ITEMS[func]
-    params = inspect.signature(step).parameters
-    if "num_items_in_batch" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        accepts = True
-    else:
-        positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        accepts = len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params.values())
-    if func is not None:
-        _ACCEPTS_NUM_ITEMS[func] = accepts
-    return accepts
-
-
-def call_training_step(step: Callable, model: nn.Module, inputs: Any, num_items_in_batch: Any) -> torch.Tensor:
-    """Call a (possibly overridden) `training_step`; a v4-style `training_step(model, inputs)` gets two arguments."""
-    if _accepts_num_items(step):
-        return step(model, inputs, num_items_in_batch)
-    return step(model, inputs)
 
 
 class LightningAccelerator:

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from hf_lightning.data import MicroBatch
-from hf_lightning.features import call_training_step
 from hf_lightning.optimization import clip_grad_norm, current_learning_rate, is_metric_scheduler
 from hf_lightning.strategies import shard_hf_model
 
@@ -203,9 +202,9 @@ class HFLightningModule(pl.LightningModule):
         model = self.model if model is None else model
         if self._fsdp_wrapped and not batch.is_last_in_window:  # accumulate unsharded gradients, as HF does
             with self.model.no_sync():
-                loss = call_training_step(loop.training_step, model, batch.inputs, num_items)
+                loss = loop.training_step(model, batch.inputs, num_items)
         else:
-            loss = call_training_step(loop.training_step, model, batch.inputs, num_items)
+            loss = loop.training_step(model, batch.inputs, num_items)
         loop._track_micro_batch(batch.inputs, loss)
         loop._micro_step = batch.step
         if not batch.is_last_in_window:

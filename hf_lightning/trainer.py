@@ -69,6 +69,7 @@ from hf_lightning.features import (
 )
 from hf_lightning.host_memory import keep_freed_host_memory
 from hf_lightning.hp_search import HyperparameterSearchMixin
+from hf_lightning.legacy_signatures import adapt_legacy_overrides
 from hf_lightning.loop import TrainingLoopMixin
 from hf_lightning.module import HFLightningModule
 from hf_lightning.strategies import fsdp_wrapper
@@ -151,6 +152,7 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.optimizer, self.lr_scheduler = optimizers
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
+        adapt_legacy_overrides(self, Trainer)
         self._validate_args()
 
         hf_callbacks, self.lightning_callbacks = split_callbacks(callbacks or [])
