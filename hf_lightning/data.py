@@ -197,6 +197,7 @@ def build_dataloader(
         "num_workers": args.dataloader_num_workers,
         "pin_memory": args.dataloader_pin_memory,
         "persistent_workers": args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
+        "in_order": getattr(args, "dataloader_in_order", True),  # a field since transformers 5.20
     }
     if args.dataloader_num_workers > 0:
         params["prefetch_factor"] = args.dataloader_prefetch_factor

@@ -33,7 +33,11 @@ def shard_eval_loader(loader: DataLoader, args: Any) -> DataLoader:
     if world <= 1 or not has_length(loader.dataset) or loader.batch_size is None:
         return loader
     inner = BatchSampler(loader.sampler, loader.batch_size, drop_last=loader.drop_last)
-    params: dict[str, Any] = {"num_workers": loader.num_workers, "pin_memory": loader.pin_memory}
+    params: dict[str, Any] = {
+        "num_workers": loader.num_workers,
+        "pin_memory": loader.pin_memory,
+        "in_order": loader.in_order,
+    }
     if loader.num_workers > 0:
         params.update(
             prefetch_factor=loader.prefetch_factor,

@@ -25,6 +25,8 @@ from transformers.trainer_pt_utils import AcceleratorConfig
 from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy, SchedulerType
 from transformers.training_args import OptimizerNames, ParallelMode
 
+from hf_lightning.field_accounting import refuse_unsupported
+
 __all__ = ["TrainingArguments", "lightning_accelerator", "lightning_precision", "to_hf_lightning_args"]
 
 _LEGACY_HELP = "Deprecated (transformers v4): "
@@ -174,6 +176,7 @@ class TrainingArguments(transformers.TrainingArguments):
 
     def __post_init__(self) -> None:
         self._translate_legacy()
+        refuse_unsupported(self, handled=LEGACY_FIELDS)
         self._check_lightning_fields()
         self._check_values()
         # HF resolves `deepspeed` through a check that the package is installed; hf_lightning resolves the "auto"

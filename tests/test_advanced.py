@@ -70,9 +70,15 @@ def test_label_smoothing_matches_transformers(tmp_path) -> None:
 # ---- checkpointing, compile, cache, batch-size search --------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["gradient_checkpointing", "activation_checkpointing"])
-def test_activation_checkpointing_matches_transformers(name: str, tmp_path) -> None:
-    overrides = {name: True, f"{name}_kwargs": {"use_reentrant": True}, "max_steps": 3}  # default: False
+@pytest.mark.parametrize(
+    ("name", "kwargs_name"),
+    [
+        ("gradient_checkpointing", "gradient_checkpointing_kwargs"),
+        ("activation_checkpointing", "activation_checkpointing_kwargs"),
+    ],
+)
+def test_activation_checkpointing_matches_transformers(name: str, kwargs_name: str, tmp_path) -> None:
+    overrides = {name: True, kwargs_name: {"use_reentrant": True}, "max_steps": 3}  # default: False
     hf = run_job("hf", str(tmp_path / "hf"), **overrides)
     hfl = run_job("hfl", str(tmp_path / "hfl"), **overrides)
     assert hfl.model.is_activation_checkpointing and hf.model.is_activation_checkpointing
