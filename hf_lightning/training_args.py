@@ -25,6 +25,7 @@ from transformers.trainer_pt_utils import AcceleratorConfig
 from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy, SchedulerType
 from transformers.training_args import OptimizerNames, ParallelMode
 
+from hf_lightning.argument_types import check_string_values
 from hf_lightning.field_accounting import refuse_unsupported
 
 __all__ = ["TrainingArguments", "lightning_accelerator", "lightning_precision", "to_hf_lightning_args"]
@@ -175,6 +176,7 @@ class TrainingArguments(transformers.TrainingArguments):
     include_inputs_for_metrics: Union[bool, None] = _legacy("use `include_for_metrics=['inputs']`.", flag=True)
 
     def __post_init__(self) -> None:
+        check_string_values(self)
         self._translate_legacy()
         refuse_unsupported(self, handled=LEGACY_FIELDS)
         self._check_lightning_fields()
