@@ -14,7 +14,8 @@ Where we differ from HF on purpose (results under DDP equal the single-process o
   ignore that count);
 - when `compute_metrics` is set but the eval batches carry no labels, HF silently skips the metrics (and the
   loss); we do the same but log a warning naming `label_names`;
-- a `compute_metrics` that returns something other than a dict raises a `TypeError` saying so.
+- a `compute_metrics` that returns something other than a dict raises a `TypeError` saying so (for None, HF fails
+  too, with a `TypeError` about item assignment).
 """
 
 from __future__ import annotations
@@ -91,9 +92,12 @@ def _with_last_flag(loader: Any) -> Iterator[tuple[int, Any, bool]]:
 
 
 def _check_metrics(metrics: Any) -> dict[str, Any]:
-    """`compute_metrics`' result as a JSON-friendly dict; a clear error when it is not a dict."""
+    """`compute_metrics`' result as a JSON-friendly dict; a clear error when it is not a dict (None included:
+    transformers fails on it too, with "'NoneType' object does not support item assignment")."""
     if metrics is None:
-        return {}
+        raise TypeError(
+            "`compute_metrics` returned None; it must return a dict of metric name -> value ({} for no metrics)."
+        )
     if not isinstance(metrics, dict):
         raise TypeError(
             f"`compute_metrics` must return a dict of metric name -> value, got {type(metrics).__name__}: {metrics!r}."
@@ -330,12 +334,14 @@ class EvaluationMixin:
         num_samples = distributed.num_eval_samples(dataloader, observed)
         if self.compute_metrics is not None and preds_arr is not None and labels_arr is not None:
             if not args.batch_eval_metrics:
-                metrics = self.compute_metrics(
-                    EvalPrediction(
-                        predictions=preds_arr,
-                        label_ids=labels_arr,
-                        losses=losses_arr if "loss" in include else None,
-                        inputs=inputs_arr if "inputs" in include else None,
+                metrics = _check_metrics(
+                    self.compute_metrics(
+                        EvalPrediction(
+                            predictions=preds_arr,
+                            label_ids=labels_arr,
+                            losses=losses_arr if "loss" in include else None,
+                            inputs=inputs_arr if "inputs" in include else None,
+                        )
                     )
                 )
         elif self.compute_metrics is not None and labels_arr is None and description == "Evaluation":
@@ -344,7 +350,7 @@ class EvaluationMixin:
                 "`label_names`=%s (HF skips the metrics and the loss then too).",
                 self.label_names,
             )
-        metrics = _check_metrics(metrics)
+        metrics = {} if metrics is None else _check_metrics(metrics)  # a last batch_eval_metrics call may give None
         losses = np.concatenate(losses_arr) if isinstance(losses_arr, list) and losses_arr else losses_arr
         if isinstance(losses, np.ndarray):
             finite = np.isfinite(losses)

@@ -72,7 +72,10 @@ class TrainingLoopMixin:
         return None
 
     def _step_plan(self, dataloader: torch.utils.data.DataLoader) -> dict[str, int]:
-        """HF's `set_initial_training_values`: step budget, epochs and nominal sample count."""
+        """HF's `set_initial_training_values`: step budget, epochs and nominal sample count.
+
+        As in transformers, only a negative `max_steps` means "from the epochs": `max_steps=0` keeps a budget of
+        zero steps over `num_train_epochs` epochs, and `DefaultFlowCallback` stops the run after its first step."""
         args = self.args
         ga = args.gradient_accumulation_steps
         max_steps = args.max_steps
@@ -80,11 +83,12 @@ class TrainingLoopMixin:
         len_dataloader = len(dataloader) if has_length(dataloader) else None
         if len_dataloader:
             steps_per_epoch = max(len_dataloader // ga + int(len_dataloader % ga > 0), 1)
+            if max_steps < 0:
+                max_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
             if args.max_steps > 0:
                 num_train_epochs = max_steps // steps_per_epoch + int(max_steps % steps_per_epoch > 0)
                 num_train_samples = max_steps * total_batch_size
             else:
-                max_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
                 num_train_epochs = math.ceil(args.num_train_epochs)
                 num_train_samples = self.num_examples(dataloader) * args.num_train_epochs
         elif args.max_steps > 0:
@@ -94,10 +98,6 @@ class TrainingLoopMixin:
         else:
             raise ValueError(
                 f"args.max_steps must be set to a positive value if dataloader does not have a length, was {max_steps}"
-            )
-        if max_steps <= 0:
-            raise ValueError(
-                "The training budget is zero optimizer steps: set `num_train_epochs` > 0 or `max_steps` > 0."
             )
         return {
             "max_steps": max_steps,

@@ -15,7 +15,10 @@ Where we differ from transformers on purpose:
   distributed split repeats, so its metrics then see duplicates); results equal the single-process ones;
 - `evaluate(**gen_kwargs)` on a dict of eval datasets uses the `gen_kwargs` for every dataset (transformers
   forgets them after the first re-entry);
-- `predict_with_generate` with a model that has no `generate` is an error at construction, not during evaluation;
+- `predict_with_generate` with a model that has no `generate`: a `ValueError` naming the argument when generation
+  is needed (transformers: an `AttributeError`), and at construction when the evaluations during training will
+  generate (`eval_strategy` with `compute_metrics`), instead of after the first epoch; evaluating the loss works,
+  as in transformers;
 - a batch with `labels=None` (what `DataCollatorForSeq2Seq` gives unlabelled data) is predicted without labels
   (transformers passes the None on to the model, which fails).
 """
@@ -23,6 +26,7 @@ Where we differ from transformers on purpose:
 from __future__ import annotations
 
 import contextlib
+import warnings
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -56,14 +60,33 @@ class Seq2SeqTrainer(Trainer):
 
     def __init__(self, model: nn.Module | None = None, args: Any = None, *rest: Any, **kwargs: Any) -> None:
         super().__init__(model, to_seq2seq_args(args), *rest, **kwargs)
-        if self.args.predict_with_generate and not callable(getattr(self.model, "generate", None)):
-            raise ValueError(
-                f"`predict_with_generate`=True needs a model with a `generate` method; {type(self.model).__name__} "
-                "has none."
-            )
+        self._check_generate_method()
         # Priority: args.generation_config > model.generation_config > default GenerationConfig.
         if self.args.generation_config is not None:
             self.model.generation_config = self.load_generation_config(self.args.generation_config)
+
+    def _check_generate_method(self) -> None:
+        """`predict_with_generate` on a model without `generate`: transformers trains, and evaluates the loss, and
+        fails (AttributeError) only when it generates. The same here, with a warning now and a clear error then; but
+        when the evaluations during training will generate (`compute_metrics` set), the error comes before training
+        instead of after the first epoch's steps."""
+        if not self.args.predict_with_generate or callable(getattr(self.model, "generate", None)):
+            return
+        name = type(self.model).__name__
+        args = self.args
+        evaluates = args.eval_strategy != "no" or args.eval_on_start
+        if evaluates and self.compute_metrics is not None and not args.prediction_loss_only:
+            raise ValueError(
+                f"`predict_with_generate`=True needs a model with a `generate` method and {name} has none: the "
+                "evaluations during training (`eval_strategy` with `compute_metrics`) would fail. Set "
+                "`predict_with_generate`=False to evaluate on the logits."
+            )
+        warnings.warn(
+            f"`predict_with_generate`=True but {name} has no `generate` method: evaluating the loss works (as in "
+            "transformers), `predict()` and evaluating with `compute_metrics` will raise.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     @staticmethod
     def load_generation_config(gen_config_arg: str | Path | GenerationConfig) -> GenerationConfig:
@@ -166,6 +189,11 @@ class Seq2SeqTrainer(Trainer):
                 model, inputs, prediction_loss_only=prediction_loss_only, ignore_keys=ignore_keys
             )
 
+        if not callable(getattr(self.model, "generate", None)):
+            raise ValueError(
+                f"`predict_with_generate`=True needs a model with a `generate` method; {type(self.model).__name__} "
+                "has none. Set `predict_with_generate`=False to predict logits (or `prediction_loss_only`=True)."
+            )
         # DataCollatorForSeq2Seq sets `labels=None` for unlabelled data: that is no labels (HF would crash on it).
         has_labels = inputs.get("labels") is not None
         inputs = self._prepare_inputs(inputs)

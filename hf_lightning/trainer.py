@@ -251,12 +251,10 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             raise TypeError("`compute_metrics` must be callable (it receives an `EvalPrediction`).")
         if not callable(self.data_collator):
             raise TypeError("The `data_collator` should be a simple callable (function, class with `__call__`).")
-        for name in ("train_dataset", "eval_dataset"):
-            datasets = getattr(self, name)
-            for key, dataset in datasets.items() if isinstance(datasets, dict) else [(None, datasets)]:
-                label = name if key is None else f"{name}[{key!r}]"
-                if dataset is not None and has_length(dataset) and len(dataset) == 0:
-                    raise ValueError(f"`{label}` is empty: it has no samples to train or evaluate on.")
+        # An empty `eval_dataset` is evaluated as transformers does (speed metrics, no loss); an empty training set
+        # would only fail later, with a message about `max_steps`.
+        if self.train_dataset is not None and has_length(self.train_dataset) and len(self.train_dataset) == 0:
+            raise ValueError("`train_dataset` is empty: it has no samples to train on.")
         if self.train_dataset is not None and not has_length(self.train_dataset) and args.max_steps <= 0:
             raise ValueError(
                 "The `train_dataset` does not implement __len__, so the number of training steps cannot be inferred; "

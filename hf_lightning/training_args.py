@@ -261,9 +261,11 @@ class TrainingArguments(transformers.TrainingArguments):
             if not 0 <= self.warmup_ratio <= 1:
                 raise ValueError(f"`warmup_ratio` must be in [0, 1], got {self.warmup_ratio}")
             if self.warmup_steps != 0:
-                raise ValueError(
-                    f"Both `warmup_ratio`={self.warmup_ratio} and `warmup_steps`={self.warmup_steps} were given; "
-                    "use only `warmup_steps`."
+                warnings.warn(
+                    f"Both `warmup_ratio`={self.warmup_ratio} and `warmup_steps`={self.warmup_steps} were given: "
+                    "`warmup_steps` overrides `warmup_ratio`, as in transformers v4.",
+                    UserWarning,
+                    stacklevel=4,
                 )
 
         if self.logging_dir is not None:
@@ -414,8 +416,9 @@ class TrainingArguments(transformers.TrainingArguments):
     # --- behaviour ---
 
     def get_warmup_steps(self, num_training_steps: int) -> int:
-        """Warmup steps; the v4 `warmup_ratio` (if set) means `ceil(num_training_steps * warmup_ratio)`."""
-        if self.warmup_ratio is not None:
+        """Warmup steps; the v4 `warmup_ratio` (if set) means `ceil(num_training_steps * warmup_ratio)` unless
+        `warmup_steps` is set too, which overrides it (v4's rule)."""
+        if self.warmup_ratio is not None and self.warmup_steps == 0:
             return math.ceil(num_training_steps * self.warmup_ratio)
         return super().get_warmup_steps(num_training_steps)
 
@@ -516,19 +519,30 @@ def _runs_on_cpu(args: transformers.TrainingArguments) -> bool:
 
 
 def lightning_precision(args: transformers.TrainingArguments) -> str:
-    """The Lightning `precision`: `args.precision`, else "16-mixed" (fp16), "bf16-mixed" (bf16) or "32-true"."""
+    """The Lightning `precision`: `args.precision`, else "16-mixed" (fp16; "32-true" on CPU, as transformers does),
+    "bf16-mixed" (bf16) or "32-true"."""
     precision = getattr(args, "precision", None)
     if precision is not None:
         precision = _normalise_precision(precision)
+        if precision == "16-mixed" and _runs_on_cpu(args):
+            raise ValueError(
+                "`precision`='16-mixed' was requested but the run is on CPU (`use_cpu` or no CUDA), where Lightning "
+                "would silently switch to bf16. Use 'bf16-mixed' or '32-true' (with `fp16`=True and no `precision`, "
+                "a CPU run trains in fp32, as transformers does)."
+            )
+    elif args.fp16 and _runs_on_cpu(args):
+        # accelerate enables fp16 autocast and loss scaling only off the CPU: transformers.Trainer trains in fp32.
+        warnings.warn(
+            "`fp16`=True but the run is on CPU (`use_cpu` or no CUDA), which has no fp16 mixed precision: training "
+            "in fp32, as transformers.Trainer does. Use `bf16` for mixed precision on CPU.",
+            UserWarning,
+            stacklevel=2,
+        )
+        precision = "32-true"
     elif args.fp16:
         precision = "16-mixed"
     elif args.bf16:
         precision = "bf16-mixed"
     else:
         precision = "32-true"
-    if precision == "16-mixed" and _runs_on_cpu(args):
-        raise ValueError(
-            "`fp16` mixed precision (precision='16-mixed') was requested but the run is on CPU "
-            "(`use_cpu` or no CUDA); Lightning would silently switch to bf16. Use `bf16` or drop `fp16`."
-        )
     return precision

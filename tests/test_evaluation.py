@@ -537,6 +537,50 @@ def test_compute_metrics_returning_non_dict_is_a_type_error(tmp_path: Path) -> N
         trainer.evaluate()
 
 
+def test_compute_metrics_returning_none_fails_like_transformers(tmp_path: Path) -> None:
+    """transformers fails on it ("'NoneType' object does not support item assignment"); we fail naming it."""
+    with pytest.raises(TypeError):
+        make_trainer("hf", tmp_path, compute_metrics=lambda p: None).evaluate()
+    with pytest.raises(TypeError, match="compute_metrics.*returned None"):
+        make_trainer("hfl", tmp_path, compute_metrics=lambda p: None).evaluate()
+
+
+def test_batch_eval_metrics_ending_with_none_gives_no_metrics_like_transformers(tmp_path: Path) -> None:
+    def metrics(pred: Any, compute_result: bool) -> None:
+        return None
+
+    results = [
+        make_trainer(impl, tmp_path, compute_metrics=metrics, batch_eval_metrics=True).evaluate()
+        for impl in ("hf", "hfl")
+    ]
+    assert _blank_speed(results[0]) == _blank_speed(results[1])
+    assert "eval_loss" in results[1]
+
+
+@pytest.mark.parametrize("dataset", ["list", "torch"])
+def test_empty_eval_dataset_evaluates_like_transformers(dataset: str, tmp_path: Path) -> None:
+    """No samples: transformers returns speed metrics without a loss, logs them during training and predicts
+    None; so do we (it used to be an error at construction)."""
+    empty = [] if dataset == "list" else ToyClassification(0)
+    results = {}
+    for impl in ("hf", "hfl"):
+        trainer = make_trainer(
+            impl, tmp_path, train=ToyClassification(8), eval_ds=empty, eval_strategy="epoch", compute_metrics=_accuracy
+        )
+        trainer.train()
+        metrics = trainer.evaluate()
+        prediction = trainer.predict(empty)
+        results[impl] = (
+            [_blank_speed(e) for e in trainer.state.log_history],
+            _blank_speed(metrics),
+            prediction.predictions,
+            prediction.label_ids,
+            _blank_speed(prediction.metrics),
+        )
+    assert_same(results["hf"], results["hfl"])
+    assert results["hfl"][1]["eval_samples_per_second"] is None and "eval_loss" not in results["hfl"][1]
+
+
 def test_eval_without_labels_skips_metrics_like_transformers(tmp_path: Path, caplog: Any) -> None:
     """HF silently skips `compute_metrics` (and the loss) when the batches carry none of `label_names`; we mirror
     that, with a warning naming `label_names`."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -351,11 +352,48 @@ def test_invalid_generation_config_fails_at_construction(tmp_path: Path) -> None
         make_trainer("hfl", tmp_path, tiny_t5(), char_tokenizer(), generation_config=bad)
 
 
-def test_predict_with_generate_needs_a_generate_method(tmp_path: Path) -> None:
-    from helpers import tiny_bert
+def test_predict_with_generate_without_generate_trains_and_evaluates_the_loss_like_transformers(
+    tmp_path: Path,
+) -> None:
+    """transformers trains and evaluates the loss, and fails only when it must generate; so do we, with a warning
+    up front and a ValueError naming the argument (transformers: an AttributeError)."""
+    from helpers import ToyClassification, tiny_bert
 
-    with pytest.raises(ValueError, match="predict_with_generate"):
-        Seq2SeqTrainer(model=torch.nn.Sequential(tiny_bert()), args=_args("hfl", tmp_path))
+    results = {}
+    for impl in ("hf", "hfl"):
+        cls = transformers.Seq2SeqTrainer if impl == "hf" else Seq2SeqTrainer
+        args = _args(impl, tmp_path / impl, eval_strategy="steps", eval_steps=2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer = cls(
+                model=tiny_bert(), args=args, train_dataset=ToyClassification(8), eval_dataset=ToyClassification(5)
+            )
+        trainer.train()
+        results[impl] = (trainer, _logs(trainer), _blank(trainer.evaluate()), caught)
+        error = AttributeError if impl == "hf" else ValueError
+        with pytest.raises(error, match="generate"):
+            trainer.predict(ToyClassification(3))
+        trainer.compute_metrics = lambda p: {}
+        with pytest.raises(error, match="generate"):
+            trainer.evaluate()
+    assert_same_weights(results["hf"][0].model, results["hfl"][0].model)
+    assert results["hf"][1:3] == results["hfl"][1:3]
+    assert any("no `generate` method" in str(w.message) for w in results["hfl"][3])
+
+
+def test_predict_with_generate_without_generate_fails_before_training_when_evaluations_would_generate(
+    tmp_path: Path,
+) -> None:
+    """Stricter on purpose: transformers would train until the first evaluation, then fail."""
+    from helpers import ToyClassification, tiny_bert
+
+    with pytest.raises(ValueError, match="predict_with_generate.*generate"):
+        Seq2SeqTrainer(
+            model=torch.nn.Sequential(tiny_bert()),
+            args=_args("hfl", tmp_path, eval_strategy="epoch"),
+            eval_dataset=ToyClassification(4),
+            compute_metrics=lambda p: {},
+        )
 
 
 # ---- metric helpers --------------------------------------------------------------------------------------

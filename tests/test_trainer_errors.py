@@ -49,12 +49,10 @@ ARG_ERRORS = [
     ("zero-batch", dict(per_device_train_batch_size=0), "per_device_train_batch_size"),
     ("negative-eval-batch", dict(per_device_eval_batch_size=-2), "per_device_eval_batch_size"),
     ("both-eval-strategy-names", dict(evaluation_strategy="epoch", eval_strategy="steps"), "evaluation_strategy"),
-    ("warmup-ratio-and-steps", dict(warmup_ratio=0.1, warmup_steps=5), "warmup_ratio"),
     ("zero-accumulation", dict(gradient_accumulation_steps=0), "gradient_accumulation_steps"),
     ("negative-lr", dict(learning_rate=-1.0), "learning_rate"),
     ("fp16-and-bf16", dict(fp16=True, bf16=True), "bf16"),
     ("bad-precision", dict(precision="17-weird"), "precision"),
-    ("fp16-on-cpu", dict(fp16=True), "fp16"),
 ]
 
 

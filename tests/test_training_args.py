@@ -190,7 +190,6 @@ def test_agreeing_pairs_are_not_conflicts(out):
     ("kwargs", "names"),
     [
         ({"evaluation_strategy": "epoch", "eval_strategy": "steps"}, ("evaluation_strategy", "eval_strategy")),
-        ({"warmup_ratio": 0.1, "warmup_steps": 5}, ("warmup_ratio", "warmup_steps")),
         ({"no_cuda": False, "use_cpu": True}, ("no_cuda", "use_cpu")),
         (
             {"per_gpu_train_batch_size": 4, "per_device_train_batch_size": 16},
@@ -348,20 +347,32 @@ def test_lightning_precision_on_plain_transformers_args(out):
     assert lightning_precision(transformers.TrainingArguments(output_dir=out)) == "32-true"
 
 
-def test_fp16_on_cpu_is_refused(out):
-    with pytest.raises(ValueError, match="fp16"):
-        lightning_precision(make(out, fp16=True, use_cpu=True))
-    with pytest.raises(ValueError, match="fp16"):
+def test_fp16_on_cpu_trains_in_fp32_with_a_warning(out):
+    """transformers (accelerate) enables fp16 only off the CPU; tests/test_trainer_parity.py compares the runs."""
+    for args in (make(out, fp16=True, use_cpu=True), transformers.TrainingArguments(out, fp16=True, use_cpu=True)):
+        with pytest.warns(UserWarning, match="fp16.*CPU.*fp32"):
+            assert lightning_precision(args) == "32-true"
+
+
+def test_explicit_16_mixed_precision_on_cpu_is_refused(out):
+    """The Lightning field asks for fp16 itself, which Lightning would silently turn into bf16 on CPU."""
+    with pytest.raises(ValueError, match="precision.*16-mixed"):
         lightning_precision(make(out, precision="16-mixed", accelerator="cpu"))
-    with pytest.raises(ValueError, match="fp16"):
-        lightning_precision(transformers.TrainingArguments(output_dir=out, fp16=True, use_cpu=True))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_fp16_without_cuda_is_refused(out, monkeypatch):
+def test_fp16_without_cuda_trains_in_fp32(out, monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="fp16"):
-        lightning_precision(make(out, fp16=True))
+    with pytest.warns(UserWarning, match="fp16"):
+        assert lightning_precision(make(out, fp16=True)) == "32-true"
+
+
+def test_warmup_steps_override_warmup_ratio_with_a_warning(out):
+    with pytest.warns(UserWarning, match="`warmup_steps` overrides `warmup_ratio`"):
+        args = TrainingArguments(output_dir=out, warmup_ratio=0.5, warmup_steps=5)
+    assert args.get_warmup_steps(100) == 5
+    with pytest.warns(UserWarning, match="overrides"):
+        assert TrainingArguments(output_dir=out, warmup_ratio=0.5, warmup_steps=0.1).get_warmup_steps(100) == 10
 
 
 def test_fp16_with_cuda_is_accepted(out, monkeypatch):
