@@ -83,7 +83,7 @@ FIELDS: dict[str, Row] = {
     "average_tokens_across_devices": Row(H, "loss scaled by world size", "test_advanced.py::test_average_tokens_across_devices_scales_the_loss_by_world_size"),
     # --- precision, memory, compile ---
     "bf16": Row(M, "Lightning precision 'bf16-mixed'", "test_training_args.py::test_lightning_precision"),
-    "fp16": Row(M, "Lightning precision '16-mixed'", "test_training_args.py::test_lightning_precision"),
+    "fp16": Row(M, "Lightning precision '16-mixed'; fp32 on CPU, as transformers", "test_trainer_parity.py::test_fp16_on_cpu_trains_in_fp32_like_transformers"),
     "bf16_full_eval": Row(H, "evaluation in bf16", "test_evaluation.py::test_full_eval_dtypes_match_transformers"),
     "fp16_full_eval": Row(H, "evaluation in fp16", "test_evaluation.py::test_full_eval_dtypes_match_transformers"),
     "tf32": Row(T, "TF32 matmul switch, set when the arguments are built", _ARGS_INIT),
