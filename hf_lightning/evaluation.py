@@ -194,6 +194,7 @@ class EvaluationMixin:
                     )
                 )
             return metrics
+        self._memory_tracker.start_stage("eval")
         eval_dataloader = self.get_eval_dataloader(eval_dataset)
         start_time = time.time()
         output = self.evaluation_loop(
@@ -206,12 +207,14 @@ class EvaluationMixin:
         self._add_speed_metrics(output, start_time, metric_key_prefix)
         self.log(output.metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output.metrics)
+        self._memory_tracker.stop_stage("eval", output.metrics)
         return output.metrics
 
     def predict(
         self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
     ) -> PredictionOutput:
         """Predict on `test_dataset`: predictions, label_ids (if any) and metrics (not logged, as in HF)."""
+        self._memory_tracker.start_stage("test")
         test_dataloader = self.get_test_dataloader(test_dataset)
         start_time = time.time()
         output = self.evaluation_loop(
@@ -219,6 +222,7 @@ class EvaluationMixin:
         )
         self._add_speed_metrics(output, start_time, metric_key_prefix)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
+        self._memory_tracker.stop_stage("test", output.metrics)
         return PredictionOutput(predictions=output.predictions, label_ids=output.label_ids, metrics=output.metrics)
 
     def _add_speed_metrics(self, output: EvalLoopOutput, start_time: float, prefix: str) -> None:

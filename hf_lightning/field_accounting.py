@@ -180,7 +180,7 @@ FIELDS: dict[str, Row] = {
     "length_column_name": Row(H, "lengths for group_by_length", "test_advanced.py::test_group_by_length_v4_name_and_length_column"),
     # --- debugging, metrics ---
     "debug": Row(X, "underflow/overflow and TPU-metrics debugging are not implemented", probe="underflow_overflow"),
-    "skip_memory_metrics": Row(X, "memory metrics (`*_mem_*`) are not reported yet", probe=False),
+    "skip_memory_metrics": Row(H, "transformers' TrainerMemoryTracker `*_mem_*` metrics", "test_memory_metrics.py::test_memory_metrics_are_transformers_own"),
     # --- script-level fields ---
     "do_train": Row(U, "for the user's script"),
     "do_eval": Row(U, "for the user's script"),

@@ -220,6 +220,7 @@ class TrainingLoopMixin:
         self.store_flos()
         metrics["total_flos"] = self.state.total_flos
         metrics["train_loss"] = train_loss
+        self._memory_tracker.stop_stage("train", metrics)
         self.log(metrics)
         self._finish_best_model_and_rotation()
         self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)

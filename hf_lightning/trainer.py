@@ -35,7 +35,12 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_MAPPING_NAMES
 from transformers.trainer_callback import CallbackHandler, ExportableState
-from transformers.trainer_pt_utils import LabelSmoother
+from transformers.trainer_pt_utils import (
+    LabelSmoother,
+    get_learning_rates,
+    get_num_trainable_parameters,
+    get_optimizer_group,
+)
 from transformers.trainer_utils import (
     TrainOutput,
     enable_full_determinism,
@@ -71,6 +76,7 @@ from hf_lightning.host_memory import keep_freed_host_memory
 from hf_lightning.hp_search import HyperparameterSearchMixin
 from hf_lightning.legacy_signatures import adapt_legacy_overrides
 from hf_lightning.loop import TrainingLoopMixin
+from hf_lightning.memory_metrics import MemoryMetrics
 from hf_lightning.module import HFLightningModule
 from hf_lightning.strategies import fsdp_wrapper
 from hf_lightning.training_args import TrainingArguments, to_hf_lightning_args
@@ -88,6 +94,11 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
     """Drop-in replacement for `transformers.Trainer` whose training loop is run by Lightning."""
 
     loss_is_scaled_for_ga: bool | None = None
+
+    # transformers' helpers for external use (functions of the trainer in `transformers.trainer_pt_utils`).
+    get_learning_rates = get_learning_rates
+    get_num_trainable_parameters = get_num_trainable_parameters
+    get_optimizer_group = get_optimizer_group
 
     def __init__(
         self,
@@ -120,6 +131,8 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             enable_full_determinism(self.args.seed)
         else:
             set_seed(self.args.seed)
+        self._memory_tracker = MemoryMetrics(self.args.skip_memory_metrics)  # transformers' name for it
+        self._memory_tracker.start_stage("init")
         set_log_levels(self.args)
 
         if model is None:
@@ -187,6 +200,7 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
         if getattr(self.model, "config", None) is not None:
             self.model.config.use_cache = self.args.use_cache
+        self._memory_tracker.stop_stage("init")
 
     # ---- construction helpers ----------------------------------------------------------------------
 
@@ -485,6 +499,7 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             raise TypeError(f"train() got unexpected keyword arguments: {', '.join(kwargs)}.")
         if resume_from_checkpoint is False:
             resume_from_checkpoint = None
+        self._memory_tracker.start_stage("train")
         args = self.args
         self.is_in_train = True
         self._ignore_keys_for_eval = ignore_keys_for_eval
@@ -512,6 +527,7 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             if self.neftune_noise_alpha is not None:
                 deactivate_neftune(self.model, self.neftune_hook_handle)
             self.is_in_train = False
+            self._memory_tracker.abandon_stage("train")  # still running only if training raised
 
     def _inner_training_loop(
         self,
