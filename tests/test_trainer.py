@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import transformers
 from datasets import Dataset
 from helpers import ToyClassification, assert_same_weights, run_job, tiny_bert, train_logs
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -289,3 +290,26 @@ def test_trainer_log_appends_with_epoch_and_step(tmp_path) -> None:
     with warnings.catch_warnings():
         trainer.log({"custom": 1.5})
     assert trainer.state.log_history[-1] == {"custom": 1.5, "epoch": trainer.state.epoch, "step": 2}
+
+
+def test_parameter_and_optimizer_helpers_match_transformers(tmp_path) -> None:
+    """`get_num_trainable_parameters`, `get_learning_rates`, `get_optimizer_group` (transformers' helpers)."""
+    results = {}
+    for impl in ("hf", "hfl"):
+        trainer = run_job(impl, str(tmp_path / impl), max_steps=3, warmup_steps=2, weight_decay=0.1)
+        trainer.model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+        names = {p: n for n, p in trainer.model.named_parameters()}
+        first = next(trainer.model.parameters())
+        group = trainer.get_optimizer_group(first)
+        results[impl] = (
+            trainer.get_num_trainable_parameters(),
+            trainer.get_learning_rates(),
+            [[names[p] for p in params] for params in trainer.get_optimizer_group()],
+            {k: v for k, v in group.items() if k != "params"},
+            any(p is first for p in group["params"]),
+        )
+        fresh = (transformers.Trainer if impl == "hf" else Trainer)(model=tiny_bert(), args=trainer.args)
+        with pytest.raises(ValueError, match="optimizer is None"):
+            fresh.get_learning_rates()
+    assert results["hf"] == results["hfl"]
+    assert results["hfl"][0] == sum(p.numel() for p in tiny_bert().parameters()) - 50 * 16
