@@ -15,7 +15,10 @@ Where we differ from HF on purpose (results under DDP equal the single-process o
 - when `compute_metrics` is set but the eval batches carry no labels, HF silently skips the metrics (and the
   loss); we do the same but log a warning naming `label_names`;
 - a `compute_metrics` that returns something other than a dict raises a `TypeError` saying so (for None, HF fails
-  too, with a `TypeError` about item assignment).
+  too, with a `TypeError` about item assignment);
+- with `dataloader_persistent_workers`, only the loaders of the Trainer's own eval datasets are kept for reuse: HF
+  also files a dataset passed to `evaluate(eval_dataset=...)` as "eval", then evaluates later calls (with another
+  dataset, or none) on that one.
 """
 
 from __future__ import annotations
@@ -159,14 +162,26 @@ class EvaluationMixin:
         return SequentialSampler(eval_dataset)
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
-        """The evaluation loader (sequential; a dataset name picks from a dict of eval datasets). Overridable."""
+        """The evaluation loader (sequential; a dataset name picks from a dict of eval datasets). Overridable.
+
+        With `dataloader_persistent_workers`, the loader of each of the Trainer's own eval datasets is built once and
+        reused by every evaluation (its workers stay alive), as in transformers."""
         if eval_dataset is None and self.eval_dataset is None:
             raise ValueError("Trainer: evaluation requires an eval_dataset.")
+        own = eval_dataset is None or eval_dataset is self.eval_dataset  # what `evaluate()` passes by default
+        key = eval_dataset if isinstance(eval_dataset, str) else "eval" if own else None
+        persistent = self.args.dataloader_persistent_workers and key is not None
+        loaders = self.__dict__.setdefault("_eval_dataloaders", {})  # transformers' name for the cache
+        if persistent and key in loaders:
+            return loaders[key]
         if isinstance(eval_dataset, str):
             eval_dataset = self.eval_dataset[eval_dataset]
         elif eval_dataset is None:
             eval_dataset = self.eval_dataset
-        return self._get_distributed_eval_loader(eval_dataset, "Evaluation")
+        loader = self._get_distributed_eval_loader(eval_dataset, "Evaluation")
+        if persistent:
+            loaders[key] = loader
+        return loader
 
     def get_test_dataloader(self, test_dataset: Any) -> torch.utils.data.DataLoader:
         """The prediction loader (sequential). Overridable."""

@@ -396,6 +396,11 @@ class TrainingArguments(transformers.TrainingArguments):
         require(self.max_grad_norm is None or self.max_grad_norm >= 0, "max_grad_norm", ">= 0 (0 disables clipping)")
         require(0 <= self.label_smoothing_factor <= 1, "label_smoothing_factor", "in [0, 1]")
         require(self.dataloader_num_workers >= 0, "dataloader_num_workers", ">= 0")
+        if self.dataloader_persistent_workers and self.dataloader_num_workers == 0:
+            raise ValueError(
+                "`dataloader_persistent_workers`=True needs `dataloader_num_workers` > 0: torch's DataLoader refuses "
+                "persistent workers without workers (transformers fails when it builds the first loader)."
+            )
         require(self.save_total_limit is None or self.save_total_limit >= 0, "save_total_limit", ">= 0")
         require(
             self.eval_accumulation_steps is None or self.eval_accumulation_steps >= 1, "eval_accumulation_steps", ">= 1"

@@ -581,6 +581,40 @@ def test_empty_eval_dataset_evaluates_like_transformers(dataset: str, tmp_path: 
     assert results["hfl"][1]["eval_samples_per_second"] is None and "eval_loss" not in results["hfl"][1]
 
 
+def test_persistent_workers_reuse_the_eval_loader_like_transformers(tmp_path: Path) -> None:
+    """One loader (and its worker) for every evaluation, during training and after, as transformers keeps it."""
+    results = {}
+    for impl in ("hf", "hfl"):
+        trainer = make_trainer(
+            impl,
+            tmp_path,
+            train=ToyClassification(8),
+            eval_strategy="steps",
+            eval_steps=1,
+            max_steps=2,
+            dataloader_num_workers=1,
+            dataloader_persistent_workers=True,
+        )
+        trainer.train()
+        loader = trainer.get_eval_dataloader()
+        workers = loader._iterator  # the persistent workers' iterator, kept between evaluations
+        metrics = trainer.evaluate()
+        assert trainer.get_eval_dataloader() is loader and loader._iterator is workers is not None
+        results[impl] = ([_blank_speed(e) for e in trainer.state.log_history], _blank_speed(metrics))
+    assert results["hf"] == results["hfl"]
+    other = ToyClassification(3, seed=5)
+    assert trainer.get_eval_dataloader(other) is not loader  # a dataset passed in: not filed as "eval"
+    assert trainer.get_eval_dataloader() is loader
+
+
+def test_persistent_workers_without_workers_is_refused(tmp_path: Path) -> None:
+    """torch's DataLoader refuses it, so transformers fails when it builds its first loader; we fail naming both."""
+    with pytest.raises(ValueError, match="persistent_workers"):
+        make_trainer("hf", tmp_path, train=ToyClassification(4), dataloader_persistent_workers=True).train()
+    with pytest.raises(ValueError, match="`dataloader_persistent_workers`=True needs `dataloader_num_workers`"):
+        make_args("hfl", str(tmp_path), dataloader_persistent_workers=True)
+
+
 def test_eval_without_labels_skips_metrics_like_transformers(tmp_path: Path, caplog: Any) -> None:
     """HF silently skips `compute_metrics` (and the loss) when the batches carry none of `label_names`; we mirror
     that, with a warning naming `label_names`."""
