@@ -54,6 +54,7 @@ from hf_lightning.strategies import (
 )
 
 logger = logging.getLogger(__name__)
+hf_logger = logging.getLogger("transformers.trainer")  # HF's own messages, printed where transformers prints them
 
 TRAINER_STATE_NAME = "trainer_state.json"
 TRAINING_ARGS_NAME = "training_args.bin"
@@ -182,6 +183,11 @@ def save_model_folder(
         processing_class.save_pretrained(output_dir)
     elif getattr(data_collator, "tokenizer", None) is not None:
         data_collator.tokenizer.save_pretrained(output_dir)
+    save_training_args(args, output_dir)
+
+
+def save_training_args(args: Any, output_dir: str) -> None:
+    """`output_dir/training_args.bin`, as HF writes it (`picklable_args`)."""
     torch.save(picklable_args(args), os.path.join(output_dir, TRAINING_ARGS_NAME))
 
 
@@ -233,6 +239,8 @@ class CheckpointMixin:
         if self.args.should_save:
             self._save(output_dir, state_dict=state_dict)
         _barrier()
+        if self.args.push_to_hub and not _internal_call:  # a user's save is pushed, as in HF
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
     def _full_state_dict(self) -> dict | None:
         """The full (unsharded) state dict when a sharding strategy holds the weights (gathered by every rank,
@@ -244,6 +252,7 @@ class CheckpointMixin:
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
+        hf_logger.info(f"Saving model checkpoint to {output_dir}")
         save_model_folder(output_dir, self.model, self.args, self.processing_class, self.data_collator, state_dict)
 
     def _get_output_dir(self, trial: Any) -> str:
@@ -283,6 +292,8 @@ class CheckpointMixin:
             error.errno = getattr(exc, "errno", None)
             raise error from exc
         _barrier()
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(final_dir)
         if should_save:
             rotate_checkpoints(
                 output_dir=run_dir,

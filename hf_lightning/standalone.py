@@ -92,6 +92,11 @@ class StandaloneLoop:
 
         self.model = model
         self.args = to_hf_lightning_args(args)
+        if self.args.push_to_hub:
+            raise ValueError(
+                "`push_to_hub=True` is pushed by `hf_lightning.Trainer`; with a plain `lightning.Trainer`, upload the "
+                "`HFCheckpoint` folders with `huggingface_hub.HfApi().upload_folder` (or use the facade)."
+            )
         self.compute_loss_func = compute_loss_func
         self.state = TrainerState()
         self.control = TrainerControl()

@@ -48,6 +48,7 @@ from transformers.trainer_utils import (
     has_length,
     set_seed,
     speed_metrics,
+    suppress_progress_bars,
 )
 from transformers.utils import can_return_loss, find_labels
 
@@ -74,6 +75,7 @@ from hf_lightning.features import (
 )
 from hf_lightning.host_memory import keep_freed_host_memory
 from hf_lightning.hp_search import HyperparameterSearchMixin
+from hf_lightning.hub import HubMixin
 from hf_lightning.legacy_signatures import adapt_legacy_overrides
 from hf_lightning.loop import TrainingLoopMixin
 from hf_lightning.memory_metrics import MemoryMetrics
@@ -90,7 +92,7 @@ _BASE_MODEL_CLASS_NAMES = {
 }
 
 
-class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
+class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, CheckpointMixin, HubMixin):
     """Drop-in replacement for `transformers.Trainer` whose training loop is run by Lightning."""
 
     loss_is_scaled_for_ga: bool | None = None
@@ -178,6 +180,9 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             self.lr_scheduler,
         )
         self.add_callback(progress_callback(self.args))
+        self.hub_model_id = None
+        if self.args.push_to_hub:  # before training: offline or a refused token stops here (HubRepoError)
+            self.init_hf_repo()
         if self.args.should_save:
             os.makedirs(self.args.output_dir, exist_ok=True)
         self.control = TrainerControl()
@@ -522,7 +527,11 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             inner_training_loop = find_executable_batch_size(
                 self._inner_training_loop, self._train_batch_size, args.auto_find_batch_size
             )
-            return inner_training_loop(args=args, resume_from_checkpoint=resume_from_checkpoint, trial=trial)
+            # Uploads during training keep huggingface_hub's progress bars out of the log, as in HF.
+            with suppress_progress_bars() if args.push_to_hub else contextlib.nullcontext():
+                output = inner_training_loop(args=args, resume_from_checkpoint=resume_from_checkpoint, trial=trial)
+            self._finish_current_push()  # wait for the checkpoints' background uploads
+            return output
         finally:
             if self.neftune_noise_alpha is not None:
                 deactivate_neftune(self.model, self.neftune_hook_handle)

@@ -1,0 +1,219 @@
+"""`push_to_hub`, `hub_strategy` and the model card, checked against transformers.Trainer's calls into
+huggingface_hub on the same job.
+
+The Hub is stood in for by `HubRecorder`: `HfApi.create_repo` and `HfApi.upload_folder` are patched (on the class,
+so transformers' shared client and hf_lightning's are both caught) to record each call with the files it would upload
+(name and SHA-256, after its ignore patterns) and to answer as the Hub does; nothing reaches the network. The offline
+and unreachable cases go through huggingface_hub's real HTTP client, to a closed loopback port or with its offline
+switch on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import ToyClassification, free_port, make_args, run_gloo_ranks, run_job, tiny_bert, trainer_classes
+from huggingface_hub import CommitInfo, HfApi, RepoUrl
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.utils import filter_repo_objects
+
+from hf_lightning.hub import HubRepoError
+
+# Files whose bytes legitimately differ between the two trainers: the pickled arguments' class, wall-clock times in
+# the state, the optimizer's state (equal tensors and groups, pickled in another order).
+DIFFERENT_BYTES = {"training_args.bin", "trainer_state.json", "optimizer.pt"}
+HUB_ARGS = dict(push_to_hub=True, hub_model_id="me/tiny", hub_token="hf_stand_in")
+SAVES = dict(save_strategy="steps", save_steps=4, n_eval=8, eval_strategy="steps", eval_steps=4, num_train_epochs=2)
+
+
+class HubRecorder:
+    """The Hub's side of `create_repo` / `upload_folder`, recording every call (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def create_repo(self, api: HfApi, repo_id: str, *, token: Any = None, private: Any = None, **kw: Any) -> RepoUrl:
+        self.calls.append({"call": "create_repo", "repo_id": repo_id, "token": token, "private": private, **kw})
+        full_id = repo_id if "/" in repo_id else f"stand-in-user/{repo_id}"  # the Hub puts it under the token's user
+        return RepoUrl(f"{api.endpoint}/{full_id}", endpoint=api.endpoint)
+
+    def upload_folder(self, api: HfApi, *, repo_id: str, folder_path: str, run_as_future: bool = False, **kw: Any):
+        root = Path(folder_path)
+        paths = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        files = {
+            path: hashlib.sha256((root / path).read_bytes()).hexdigest()
+            for path in filter_repo_objects(paths, ignore_patterns=kw.get("ignore_patterns"))
+        }
+        call = {"call": "upload_folder", "repo_id": repo_id, "folder_path": folder_path, **kw}
+        call["files"] = files
+        call["future"] = run_as_future
+        self.calls.append(call)
+        n = len(self.calls)
+        info = CommitInfo(f"{api.endpoint}/{repo_id}/commit/{n:040x}", kw.get("commit_message"), "", f"{n:040x}")
+        if not run_as_future:
+            return info
+        done: Future = Future()
+        done.set_result(info)
+        return done
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> HubRecorder:
+    recorder = HubRecorder()
+    monkeypatch.setattr(HfApi, "create_repo", lambda api, *a, **kw: recorder.create_repo(api, *a, **kw))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda api, *a, **kw: recorder.upload_folder(api, *a, **kw))
+    return recorder
+
+
+def _comparable(calls: list[dict], root: str) -> list[dict]:
+    """The calls with `output_dir`-relative paths and the bytes of `DIFFERENT_BYTES` files left out."""
+    out = []
+    for call in calls:
+        call = {k: (v.replace(root, "<out>") if isinstance(v, str) else v) for k, v in call.items()}
+        if "files" in call:
+            call["files"] = {
+                path: (None if os.path.basename(path) in DIFFERENT_BYTES else digest)
+                for path, digest in call["files"].items()
+            }
+        out.append(call)
+    return out
+
+
+def _push_job(impl: str, out: Path, hub: HubRecorder, **overrides: Any) -> tuple[Any, list[dict]]:
+    hub.calls.clear()
+    trainer = run_job(impl, str(out), **{**SAVES, **HUB_ARGS, **overrides})
+    trainer.push_to_hub()
+    return trainer, _comparable(list(hub.calls), str(out))
+
+
+@pytest.mark.parametrize("strategy", ["every_save", "checkpoint", "all_checkpoints", "end"])
+def test_hub_strategy_makes_transformers_calls_with_the_same_files(strategy: str, hub: HubRecorder, tmp_path) -> None:
+    _, theirs = _push_job("hf", tmp_path / "hf", hub, hub_strategy=strategy)
+    _, ours = _push_job("hfl", tmp_path / "hfl", hub, hub_strategy=strategy)
+    assert ours == theirs
+    commits = [c["commit_message"] for c in ours if c["call"] == "upload_folder"]
+    per_save = {"every_save": 1, "checkpoint": 2, "all_checkpoints": 2, "end": 0}[strategy]
+    assert len(commits) == 3 * per_save + 1  # saves at steps 4, 8, 10, then push_to_hub()
+    assert commits[-1] == "End of training"
+    assert ours[0] == {"call": "create_repo", "repo_id": "me/tiny", "token": "hf_stand_in", "private": None,
+                       "exist_ok": True}  # fmt: skip
+    final = ours[-1]["files"]
+    assert {"model.safetensors", "config.json", "training_args.bin", "README.md"} <= set(final)
+    assert not any(path.startswith(("checkpoint-", "tmp-")) for path in final)
+    if strategy == "checkpoint":
+        assert {c.get("path_in_repo") for c in ours if c["call"] == "upload_folder"} == {None, "last-checkpoint"}
+    if strategy == "all_checkpoints":
+        in_repo = [c["path_in_repo"] for c in ours if c.get("path_in_repo")]
+        assert in_repo == ["checkpoint-4", "checkpoint-8", "checkpoint-10"]
+
+
+def test_model_card_and_user_saves_match_transformers(hub: HubRecorder, tmp_path) -> None:
+    cards, calls = {}, {}
+    for impl in ("hf", "hfl"):
+        out = tmp_path / impl
+        trainer, _ = _push_job(impl, out, hub, hub_strategy="end", hub_revision="dev", hub_private_repo=True)
+        hub.calls.clear()
+        trainer.save_model()  # a user's save is pushed ("Model save")
+        future = trainer.push_to_hub("Final", blocking=False, model_name="tiny-bert", language="en", tags="demo")
+        assert isinstance(future, Future) and future.result().oid
+        calls[impl] = _comparable(hub.calls, str(out))
+        cards[impl] = (out / "README.md").read_text()
+    assert calls["hfl"] == calls["hf"]
+    assert [(c["commit_message"], c["revision"]) for c in calls["hfl"]] == [("Model save", "dev"), ("Final", "dev")]
+    assert cards["hfl"] == cards["hf"]
+    card = cards["hfl"]
+    assert "## Training results" in card and "| Validation Loss |" in card and "- demo" in card
+    assert "# tiny-bert" in card and "language:\n- en" in card and "- num_epochs: 2" in card
+
+
+def test_push_to_hub_without_push_to_hub_argument_creates_the_repo_then(hub: HubRecorder, tmp_path) -> None:
+    calls = {}
+    for impl in ("hf", "hfl"):
+        hub.calls.clear()
+        trainer = run_job(impl, str(tmp_path / impl / "my-model"), hub_token="hf_stand_in", max_steps=2)
+        assert trainer.hub_model_id is None and hub.calls == []
+        trainer.push_to_hub(private=True)
+        assert trainer.hub_model_id == "stand-in-user/my-model"
+        calls[impl] = _comparable(hub.calls, str(tmp_path / impl / "my-model"))
+    assert calls["hfl"] == calls["hf"]
+    assert calls["hfl"][0]["private"] is True
+
+
+def test_a_save_while_uploading_is_skipped_unless_hub_always_push(hub: HubRecorder, tmp_path, monkeypatch) -> None:
+    """HF skips a checkpoint's push while the previous one still uploads; `hub_always_push` pushes every one."""
+    record = HfApi.upload_folder  # the stand-in's, patched by the fixture
+
+    def still_uploading(api: HfApi, *a: Any, **kw: Any) -> Future:
+        record(api, *a, **kw)
+        return Future()  # a background upload that has not finished
+
+    monkeypatch.setattr(HfApi, "upload_folder", still_uploading)
+    counts = {}
+    for always in (False, True):
+        for impl in ("hf", "hfl"):
+            hub.calls.clear()
+            Trainer, _ = trainer_classes(impl)
+            args = make_args(impl, str(tmp_path / f"{impl}{always}"), **HUB_ARGS, hub_always_push=always,
+                             save_strategy="steps", save_steps=2, max_steps=6)  # fmt: skip
+            trainer = Trainer(model=tiny_bert(), args=args, train_dataset=ToyClassification(24, seed=1))
+            trainer._finish_current_push = lambda: None  # the stand-in's uploads never finish
+            trainer.train()
+            counts[(impl, always)] = sum(c["call"] == "upload_folder" for c in hub.calls)
+    assert counts[("hfl", False)] == counts[("hf", False)] == 1  # the saves at steps 4 and 6 are not pushed
+    assert counts[("hfl", True)] == counts[("hf", True)] == 3
+
+
+# ---- no Hub: fail before training ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cause", ["offline", "unreachable"])
+def test_push_to_hub_without_a_hub_fails_before_training(cause: str, tmp_path, monkeypatch) -> None:
+    if cause == "offline":
+        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+        expected = "HF_HUB_OFFLINE"
+    else:  # a closed port on this machine: the connection is refused at once
+        monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
+        expected = "cannot be reached"
+    Trainer, _ = trainer_classes("hfl")
+    args = make_args("hfl", str(tmp_path / "out"), **HUB_ARGS)
+    with pytest.raises(HubRepoError, match=rf"push_to_hub=True.*'me/tiny'.*{expected}"):
+        Trainer(model=tiny_bert(), args=args, train_dataset=ToyClassification(8))
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing written
+    if cause == "offline":  # transformers stops in its constructor too
+        HfTrainer, _ = trainer_classes("hf")
+        with pytest.raises(Exception, match="offline mode is enabled"):
+            HfTrainer(model=tiny_bert(), args=make_args("hf", str(tmp_path / "hf"), **HUB_ARGS))
+
+
+def test_plain_lightning_path_refuses_push_to_hub(tmp_path) -> None:
+    from hf_lightning import HFLightningModule
+
+    with pytest.raises(ValueError, match="push_to_hub=True"):
+        HFLightningModule.from_args(tiny_bert(), make_args("hfl", str(tmp_path), **HUB_ARGS))
+
+
+# ---- several processes: only rank 0 talks to the Hub -----------------------------------------------------------
+
+
+def _rank_pushes(rank: int, out: str) -> dict:
+    """One of 2 gloo ranks training with checkpoints pushed, then `push_to_hub()`; returns its Hub calls."""
+    recorder = HubRecorder()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(HfApi, "create_repo", lambda api, *a, **kw: recorder.create_repo(api, *a, **kw))
+        mp.setattr(HfApi, "upload_folder", lambda api, *a, **kw: recorder.upload_folder(api, *a, **kw))
+        trainer = run_job("hfl", out, strategy="ddp", devices=2, ddp_backend="gloo", save_strategy="steps",
+                          save_steps=2, max_steps=4, **HUB_ARGS)  # fmt: skip
+        trainer.push_to_hub()
+    return {"calls": [c["call"] for c in recorder.calls], "hub_model_id": trainer.hub_model_id}
+
+
+def test_only_rank_zero_pushes(tmp_path) -> None:
+    ranks = run_gloo_ranks(_rank_pushes, tmp_path, timeout=120)
+    assert ranks[0] == {"calls": ["create_repo", "upload_folder", "upload_folder", "upload_folder"],
+                        "hub_model_id": "me/tiny"}  # fmt: skip
+    assert ranks[1] == {"calls": [], "hub_model_id": None}
