@@ -44,6 +44,7 @@ from transformers.trainer_utils import (
 from transformers.utils.import_utils import check_torch_load_is_safe
 
 from hf_lightning.evaluation import metric_for_best_model_value
+from hf_lightning.log_output import hf_logger, published_paths
 from hf_lightning.strategies import (
     full_optimizer_state_dict,
     full_state_dict,
@@ -54,7 +55,6 @@ from hf_lightning.strategies import (
 )
 
 logger = logging.getLogger(__name__)
-hf_logger = logging.getLogger("transformers.trainer")  # HF's own messages, printed where transformers prints them
 
 TRAINER_STATE_NAME = "trainer_state.json"
 TRAINING_ARGS_NAME = "training_args.bin"
@@ -275,7 +275,8 @@ class CheckpointMixin:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         _barrier()
         try:
-            self._write_checkpoint(tmp_dir, run_dir)
+            with published_paths(tmp_dir, final_dir):  # the save messages name the folder being published
+                self._write_checkpoint(tmp_dir, run_dir)
             _barrier()
             if should_save:
                 self._publish_checkpoint(tmp_dir, final_dir)
@@ -404,12 +405,12 @@ class CheckpointMixin:
         if self.args.should_save and self.state.best_model_checkpoint is not None and self.args.save_total_limit == 1:
             for checkpoint in sort_checkpoints(run_dir, best_model_checkpoint=self.state.best_model_checkpoint):
                 if not os.path.samefile(checkpoint, self.state.best_model_checkpoint):
-                    logger.info("Deleting older checkpoint [%s] due to args.save_total_limit", checkpoint)
+                    hf_logger.info(f"Deleting older checkpoint [{checkpoint}] due to args.save_total_limit")
                     shutil.rmtree(checkpoint, ignore_errors=True)
 
     def _load_best_model(self) -> None:
         best = self.state.best_model_checkpoint
-        logger.info("Loading best model from %s (score: %s).", best, self.state.best_metric)
+        hf_logger.info(f"Loading best model from {best} (score: {self.state.best_metric}).")
         try:
             load_model_files(self.model, best)
         except ValueError:
@@ -439,7 +440,7 @@ class CheckpointMixin:
         return path
 
     def _load_from_checkpoint(self, checkpoint: str) -> None:
-        logger.info("Loading model from %s.", checkpoint)
+        hf_logger.info(f"Loading model from {checkpoint}.")
         load_model_files(self.model, checkpoint)
 
     def _restore_trainer_state(self, checkpoint: str, plan: dict[str, int]) -> tuple[int, int]:

@@ -180,6 +180,14 @@ def train_sampler(dataset: Dataset, args: Any, processing_class: Any = None) -> 
     return SeedableRandomSampler(dataset, data_seed=args.data_seed)
 
 
+def _accelerator_available() -> bool:
+    """What torch's DataLoader checks before pinning memory."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return accelerator.is_available()
+    return torch.cuda.is_available()
+
+
 def build_dataloader(
     dataset: Any,
     batch_size: int,
@@ -195,7 +203,8 @@ def build_dataloader(
     params: dict[str, Any] = {
         "collate_fn": collate_fn,
         "num_workers": args.dataloader_num_workers,
-        "pin_memory": args.dataloader_pin_memory,
+        # Without an accelerator torch pins nothing and warns at every iteration of the loader (HF: once a process).
+        "pin_memory": args.dataloader_pin_memory and _accelerator_available(),
         "persistent_workers": args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
         "in_order": getattr(args, "dataloader_in_order", True),  # a field since transformers 5.20
     }

@@ -48,6 +48,7 @@ from transformers.trainer_utils import (
 from hf_lightning import distributed
 from hf_lightning.data import is_hf_dataset
 from hf_lightning.eval_accumulation import BatchAccumulator
+from hf_lightning.log_output import log_evaluation_start
 from hf_lightning.strategies import fsdp_wrapper
 
 logger = logging.getLogger(__name__)
@@ -288,6 +289,7 @@ class EvaluationMixin:
         args = self.args
         prediction_loss_only = prediction_loss_only if prediction_loss_only is not None else args.prediction_loss_only
         model = self._eval_model()
+        log_evaluation_start(self, dataloader, description, args.eval_batch_size)
         model.eval()
         if hasattr(self.optimizer, "eval") and callable(self.optimizer.eval):
             self.optimizer.eval()

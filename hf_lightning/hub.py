@@ -21,7 +21,6 @@ as transformers writes it) and uploads `output_dir` (`hub_revision`, `hub_token`
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -43,9 +42,11 @@ from transformers.utils import (
     is_peft_available,
 )
 
+from hf_lightning.log_output import hf_logger
+
 __all__ = ["HubMixin", "HubRepoError"]
 
-logger = logging.getLogger("transformers.trainer")  # HF's messages, where transformers prints them
+logger = hf_logger  # HF's messages, where transformers prints them
 
 # What `upload_folder` leaves out of `output_dir`, as in transformers: private files and the checkpoint folders.
 OUTPUT_DIR_IGNORE_PATTERNS = ["_*", f"{PREFIX_CHECKPOINT_DIR}-*"]

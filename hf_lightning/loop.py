@@ -20,6 +20,7 @@ from transformers import PreTrainedModel
 from transformers.trainer_utils import TrainOutput, has_length, speed_metrics
 
 from hf_lightning import data as hf_data
+from hf_lightning.log_output import log_training_completed
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +209,7 @@ class TrainingLoopMixin:
             self.control = self.callback_handler.on_save(self.args, self.state, self.control)
 
     def _on_loop_train_end(self) -> None:
+        log_training_completed()
         self._total_loss_scalar += self._tr_loss.item()
         steps = self.state.global_step - self._initial_global_step
         train_loss = self._total_loss_scalar / max(steps, 0.001)

@@ -1,0 +1,165 @@
+"""What a run prints: transformers' Trainer messages, without Lightning's own banners or frames.
+
+* HF's messages (the "***** Running training *****" block, the evaluation header, "Saving model checkpoint to ...",
+  "Training completed ...") go to the `transformers.trainer` logger, as transformers logs them: `log_level`,
+  `transformers.logging.set_verbosity_*` and handlers set up for transformers apply to them unchanged.
+* A checkpoint is written into `tmp-checkpoint-N` and published by a rename (`hf_lightning.checkpoints`); the save
+  messages (also those transformers' `save_pretrained` logs) name the published folder (`published_paths`).
+* Lightning's start-up banners ("GPU available ...", "TPU available ...", its advertising tip, per-rank
+  "Initializing distributed ..." lines) are dropped while the facade builds and runs its `lightning.Trainer`
+  (`quiet_lightning`); Lightning's warnings, and what Lightning callbacks log themselves, are kept.
+* An exception raised in training is re-raised with Lightning's loop frames taken out of its traceback
+  (`without_lightning_frames`): the user's frames and HF-side frames stay, so it reads like transformers'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import lightning
+from transformers.trainer_pt_utils import get_model_param_count
+from transformers.utils import logging as hf_logging
+
+__all__ = [
+    "hf_logger",
+    "log_evaluation_start",
+    "log_training_completed",
+    "log_training_start",
+    "published_paths",
+    "quiet_lightning",
+    "without_lightning_frames",
+]
+
+hf_logger = hf_logging.get_logger("transformers.trainer")
+
+# Lightning's banners, by the loggers that print them (its rank-zero helper, process-group set-up, CUDA devices).
+_BANNER_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.distributed",
+    "lightning.pytorch.accelerators.cuda",
+)
+_BANNER = re.compile(
+    r"^(GPU available|TPU available|HPU available|💡 Tip|LOCAL_RANK: |Initializing distributed: "
+    r"|-{20,}\s*distributed_backend=)"
+)
+_LIGHTNING_DIR = os.path.dirname(os.path.abspath(lightning.__file__)) + os.sep
+
+
+def log_training_start(trainer: Any, plan: dict[str, int], dataloader: Any, resumed: tuple[int, int] | None) -> None:
+    """HF's "***** Running training *****" block (`_inner_training_loop`), from the step plan.
+
+    Args:
+        trainer: the facade (`args`, `model`, `num_examples`, `state`, `_train_batch_size`).
+        plan: `TrainingLoopMixin._step_plan`'s budget.
+        dataloader: the training loader.
+        resumed: (epochs trained, batches skipped) when resuming from a checkpoint.
+    """
+    args = trainer.args
+    total_batch_size = trainer._train_batch_size * args.gradient_accumulation_steps * args.world_size
+    num_examples = trainer.num_examples(dataloader) if _len(dataloader) else total_batch_size * args.max_steps
+    hf_logger.info("***** Running training *****")
+    hf_logger.info(f"  Num examples = {num_examples:,}")
+    hf_logger.info(f"  Num Epochs = {plan['num_train_epochs']:,}")
+    hf_logger.info(f"  Num update steps per epoch = {plan['steps_per_epoch']:,}")
+    hf_logger.info(f"  Instantaneous batch size per device = {args.per_device_train_batch_size:,}")
+    if args.per_device_train_batch_size != trainer._train_batch_size:
+        adjusted = trainer._train_batch_size
+        hf_logger.info(f"  Training with DataParallel so batch size has been adjusted to: {adjusted:,}")
+    hf_logger.info(f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch_size:,}")
+    hf_logger.info(f"  Gradient Accumulation steps = {args.gradient_accumulation_steps}")
+    hf_logger.info(f"  Total optimization steps = {plan['max_steps']:,}")
+    hf_logger.info(f"  Number of trainable parameters = {get_model_param_count(trainer.model, trainable_only=True):,}")
+    if resumed is not None:
+        epochs_trained, skipped = resumed
+        hf_logger.info(
+            f"  Resuming training from checkpoint with epoch {epochs_trained} and global step "
+            f"{trainer.state.global_step}"
+        )
+        if not args.ignore_data_skip:
+            hf_logger.info(
+                f"  Fast-forwarding the dataloader past {epochs_trained} epochs and {skipped} batches to resume from "
+                "the exact training state."
+            )
+
+
+def _len(dataloader: Any) -> int | None:
+    try:
+        return len(dataloader)
+    except (TypeError, NotImplementedError):
+        return None
+
+
+def log_evaluation_start(trainer: Any, dataloader: Any, description: str, batch_size: int | None) -> None:
+    """HF's header of an evaluation or prediction loop."""
+    hf_logger.info(f"\n***** Running {description} *****")
+    if _len(dataloader) is not None:
+        hf_logger.info(f"  Num examples = {trainer.num_examples(dataloader)}")
+    else:
+        hf_logger.info("  Num examples: Unknown")
+    hf_logger.info(f"  Batch size = {batch_size}")
+
+
+def log_training_completed() -> None:
+    hf_logger.info("\n\nTraining completed. Do not forget to share your model on huggingface.co/models =)\n\n")
+
+
+@contextlib.contextmanager
+def published_paths(tmp_dir: str, final_dir: str) -> Iterator[None]:
+    """Log records made meanwhile name `final_dir` where they say `tmp_dir` (the folder is renamed once complete)."""
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if isinstance(record.msg, str):
+            record.msg = record.msg.replace(tmp_dir, final_dir)
+        if isinstance(record.args, tuple):
+            record.args = tuple(a.replace(tmp_dir, final_dir) if isinstance(a, str) else a for a in record.args)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(previous)
+
+
+class _BannerFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not _BANNER.match(str(record.msg))
+
+
+_FILTER = _BannerFilter()
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Drop Lightning's informational banners (see the module docstring) for the duration."""
+    loggers = [logging.getLogger(name) for name in _BANNER_LOGGERS]
+    added = [lg for lg in loggers if _FILTER not in lg.filters]
+    for lg in added:
+        lg.addFilter(_FILTER)
+    try:
+        yield
+    finally:
+        for lg in added:
+            lg.removeFilter(_FILTER)
+
+
+def without_lightning_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """`tb` without the frames of Lightning's package (its fit loop, hook dispatch, strategy); others are kept."""
+    kept = []
+    while tb is not None:
+        if not os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_LIGHTNING_DIR):
+            kept.append(tb)
+        tb = tb.tb_next
+    pruned = None
+    for entry in reversed(kept):
+        pruned = types.TracebackType(pruned, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return pruned
