@@ -55,7 +55,6 @@ from transformers.utils import can_return_loss, find_labels
 from hf_lightning import data as hf_data
 from hf_lightning import optimization
 from hf_lightning.callbacks import (
-    build_loggers,
     default_callbacks,
     is_lightning_callback,
     pop_lightning_callback,
@@ -77,9 +76,11 @@ from hf_lightning.host_memory import keep_freed_host_memory
 from hf_lightning.hp_search import HyperparameterSearchMixin
 from hf_lightning.hub import HubMixin
 from hf_lightning.legacy_signatures import adapt_legacy_overrides
+from hf_lightning.log_output import log_training_start, quiet_lightning, without_lightning_frames
 from hf_lightning.loop import TrainingLoopMixin
 from hf_lightning.memory_metrics import MemoryMetrics
 from hf_lightning.module import HFLightningModule
+from hf_lightning.reporting import build_loggers, integration_loggers
 from hf_lightning.strategies import fsdp_wrapper
 from hf_lightning.training_args import TrainingArguments, to_hf_lightning_args
 from hf_lightning.translation import lightning_trainer_kwargs
@@ -171,15 +172,16 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         self._validate_args()
 
         hf_callbacks, self.lightning_callbacks = split_callbacks(callbacks or [])
-        self.report_loggers = build_loggers(self.args)
+        own_loggers = build_loggers(self.args)
         self.callback_handler = CallbackHandler(
-            default_callbacks(self.args, self.report_loggers) + hf_callbacks,
+            default_callbacks(self.args, own_loggers) + hf_callbacks,
             self.model,
             self.processing_class,
             self.optimizer,
             self.lr_scheduler,
         )
         self.add_callback(progress_callback(self.args))
+        self.report_loggers = own_loggers + integration_loggers(self)  # the Lightning side of `report_to`
         self.hub_model_id = None
         if self.args.push_to_hub:  # before training: offline or a refused token stops here (HubRepoError)
             self.init_hf_repo()
@@ -578,6 +580,8 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         for attr in ("model", "optimizer", "lr_scheduler"):
             setattr(self.callback_handler, attr, getattr(self, attr))
         self.callback_handler.train_dataloader = train_dataloader
+        resumed = (epochs_trained, skip_batches) if resume_from_checkpoint is not None else None
+        log_training_start(self, plan, train_dataloader, resumed)
 
         window_loader = hf_data.AccumulationWindowLoader(
             train_dataloader,
@@ -597,15 +601,22 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             self._on_loop_train_end()
         else:
             on_cpu = isinstance(self.lightning_trainer.accelerator, CPUAccelerator)
-            with warnings.catch_warnings(), keep_freed_host_memory(args.keep_freed_host_memory and on_cpu):
+            with (
+                warnings.catch_warnings(),
+                keep_freed_host_memory(args.keep_freed_host_memory and on_cpu),
+                quiet_lightning(),
+            ):
                 # HF sets train mode in training_step, after Lightning's check
                 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
-                self.lightning_trainer.fit(self.lightning_module, train_dataloaders=window_loader)
+                try:
+                    self.lightning_trainer.fit(self.lightning_module, train_dataloaders=window_loader)
+                except Exception as exc:  # the user's and HF's frames, not Lightning's loop: as long as HF's
+                    raise exc.with_traceback(without_lightning_frames(exc.__traceback__.tb_next))  # noqa: B904
         return self._train_output
 
     def _build_lightning_trainer(self) -> pl.Trainer:
         kwargs = lightning_trainer_kwargs(self.args, self.model, self.lightning_callbacks, self.report_loggers)
         set_log_levels(self.args)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_lightning():
             warnings.filterwarnings("ignore", message=".*treespec.*")
             return pl.Trainer(**kwargs)

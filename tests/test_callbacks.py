@@ -29,6 +29,7 @@ from transformers.utils import logging as hf_logging
 
 import hf_lightning
 import hf_lightning.callbacks as hfl_callbacks
+import hf_lightning.reporting as hfl_reporting
 
 SPEED = ("runtime", "per_second")
 EVENTS = (
@@ -443,7 +444,7 @@ def test_lightning_loggers_get_transformers_names(backend: str, rewritten: bool,
 
     lg = type(backend, (_Recording,), {})()
     # before the printer callback (which pops `total_flos`), where `report_to` puts it
-    reporter = hfl_callbacks.LightningLoggersCallback([lg])
+    reporter = hfl_reporting.LightningLoggersCallback([lg])
     trainer = _make_trainer("hfl", tmp_path, [reporter], gradient_accumulation_steps=2, max_steps=2)
     trainer.train()
     trainer.log({"eval_loss": 0.5, "note": "text"})
@@ -460,23 +461,24 @@ def test_lightning_loggers_get_transformers_names(backend: str, rewritten: bool,
     [("none", []), ([], []), ("csv", ["csv"]), (["csv", "tensorboard"], ["csv", "tensorboard"])],
 )
 def test_report_to_names(report_to: Any, expected: list[str]) -> None:
-    assert hfl_callbacks.report_to_names(report_to) == expected
+    assert hfl_reporting.report_to_names(report_to) == expected
 
 
 def test_report_to_all_is_transformers_list(tmp_path) -> None:
     from transformers.integrations.integration_utils import get_available_reporting_integrations
 
     available = get_available_reporting_integrations()
-    assert hfl_callbacks.report_to_names("all") == available
+    assert hfl_reporting.report_to_names("all") == available
     trainer = _make_trainer("hfl", tmp_path, report_to="all")
-    backends = sorted(type(lg).__name__ for lg in trainer.report_loggers)
-    assert backends == sorted({"tensorboard": "TensorBoardLogger"}[n] for n in available if n == "tensorboard")
-    assert hfl_callbacks.hf_integration_callbacks(["comet_ml"])[0].__name__ == "CometCallback"
+    hf = _make_trainer("hf", tmp_path / "hf", report_to="all")
+    assert trainer.callback_handler.callback_list == hf.callback_handler.callback_list  # transformers' reporters
+    assert [lg.name for lg in trainer.report_loggers] == available  # and a Lightning logger over each
+    assert hfl_reporting.hf_integration_callbacks(["comet_ml"])[0].__name__ == "CometCallback"
 
 
 @pytest.mark.parametrize("name", ["mlflow", "wandb", "tensorboard"])
 def test_report_to_missing_package_names_the_extra(name: str, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(hfl_callbacks, "_installed", lambda module: False)
+    monkeypatch.setattr(hfl_reporting, "_installed", lambda module: False)
     with pytest.raises(ImportError, match=rf"pip install 'hf_lightning\[{name}\]'"):
         _make_trainer("hfl", tmp_path, report_to=["csv", name])
 
