@@ -230,17 +230,22 @@ def test_greater_is_better_picks_the_checkpoint_transformers_picks(tmp_path: Pat
     assert_same_weights(hf.model, hfl.model)
 
 
-def test_run_name_names_the_logger_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`run_name` is the run name of the Lightning logger `report_to` builds (here MLflow's, recorded, so the test
-    needs no mlflow)."""
-    from lightning.pytorch import loggers
+def test_run_name_reaches_the_integration_callbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run_name` is read by transformers' integration callbacks (the W&B and MLflow run name); both trainers hand
+    them the same `args` (W&B stood in for by a recording callback, so the test needs no wandb)."""
+    from transformers import TrainerCallback
+    from transformers.integrations import integration_utils
 
-    from hf_lightning import callbacks
-    from hf_lightning.callbacks import build_loggers
+    from hf_lightning import reporting
 
-    seen: dict[str, Any] = {}
-    monkeypatch.setattr(callbacks, "_installed", lambda module: True)
-    monkeypatch.setattr(loggers, "MLFlowLogger", lambda **kwargs: seen.update(kwargs) or "mlflow-logger")
-    args = hf_lightning.TrainingArguments(str(tmp_path), report_to="mlflow", run_name="exp-1")
-    assert build_loggers(args) == ["mlflow-logger"]
-    assert seen["run_name"] == "exp-1"
+    seen: list[tuple[str, str]] = []
+
+    class WandbStandIn(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            seen.append((type(args).__module__.split(".")[0], args.run_name))
+
+    monkeypatch.setattr(reporting, "_installed", lambda module: True)
+    monkeypatch.setitem(integration_utils.INTEGRATION_TO_CALLBACK, "wandb", WandbStandIn)
+    for impl in ("hf", "hfl"):
+        run_job(impl, str(tmp_path / impl), report_to="wandb", run_name="exp-1", max_steps=1)
+    assert seen == [("transformers", "exp-1"), ("hf_lightning", "exp-1")]
