@@ -1,18 +1,28 @@
 """`push_to_hub`, `hub_strategy` and the model card, checked against transformers.Trainer's calls into
 huggingface_hub on the same job.
 
-The Hub is stood in for by `HubRecorder`: `HfApi.create_repo` and `HfApi.upload_folder` are patched (on the class,
-so transformers' shared client and hf_lightning's are both caught) to record each call with the files it would upload
-(name and SHA-256, after its ignore patterns) and to answer as the Hub does; nothing reaches the network. The offline
-and unreachable cases go through huggingface_hub's real HTTP client, to a closed loopback port or with its offline
-switch on.
+The Hub is stood in for twice, and nothing reaches the network:
+
+* `HubRecorder`: `HfApi.create_repo` and `HfApi.upload_folder` are patched (on the class, so transformers' shared
+  client and hf_lightning's are both caught) to record each call with the files it would upload (name and SHA-256,
+  after its ignore patterns) and to answer as the Hub does;
+* `LocalHub`: an HTTP server on the loopback serving the Hub endpoints an upload uses (repo creation, README
+  validation, pre-upload, commit), so huggingface_hub's real client code runs end to end.
+
+The offline and unreachable cases go through huggingface_hub's real HTTP client, to a closed loopback port or with its
+offline switch on.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
+import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +31,7 @@ from helpers import ToyClassification, free_port, make_args, run_gloo_ranks, run
 from huggingface_hub import CommitInfo, HfApi, RepoUrl
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.utils import filter_repo_objects
+from transformers.utils import hub as transformers_hub
 
 from hf_lightning.hub import HubRepoError
 
@@ -166,6 +177,109 @@ def test_a_save_while_uploading_is_skipped_unless_hub_always_push(hub: HubRecord
             counts[(impl, always)] = sum(c["call"] == "upload_folder" for c in hub.calls)
     assert counts[("hfl", False)] == counts[("hf", False)] == 1  # the saves at steps 4 and 6 are not pushed
     assert counts[("hfl", True)] == counts[("hf", True)] == 3
+
+
+# ---- over HTTP: a local Hub ------------------------------------------------------------------------------------
+
+
+class LocalHub(ThreadingHTTPServer):
+    """The Hub endpoints an upload calls, on the loopback: `repos` holds each repo's files, `commits` each commit's
+    (repo, revision, message, paths); every file is taken inline ("regular" upload mode, no LFS)."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _LocalHubHandler)
+        self.repos: dict[str, dict[str, bytes]] = {}
+        self.commits: list[tuple[str, str, str, list[str]]] = []
+        self.endpoint = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _LocalHubHandler(BaseHTTPRequestHandler):
+    server: LocalHub
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._reply(404, {"error": f"not served by the stand-in: {self.path}"})
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        hub, path = self.server, self.path.split("?")[0]
+        parts = path.strip("/").split("/")  # api / models / {owner} / {name} / (preupload | commit) / {revision}
+        if path == "/api/repos/create":
+            request = json.loads(body)
+            repo_id = f"{request['organization'] or 'stand-in-user'}/{request['name']}"
+            hub.repos.setdefault(repo_id, {})
+            self._reply(200, {"url": f"{hub.endpoint}/{repo_id}"})
+        elif path == "/api/validate-yaml":
+            self._reply(200, {"warnings": [], "errors": []})
+        elif len(parts) == 6 and parts[:2] == ["api", "models"] and parts[4] == "preupload":
+            files = json.loads(body)["files"]
+            self._reply(
+                200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
+        elif len(parts) == 6 and parts[:2] == ["api", "models"] and parts[4] == "commit":
+            repo_id, revision = f"{parts[2]}/{parts[3]}", parts[5]
+            lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+            header = next(line["value"] for line in lines if line["key"] == "header")
+            added = [line["value"] for line in lines if line["key"] == "file"]
+            for f in added:
+                hub.repos[repo_id][f["path"]] = base64.b64decode(f["content"])
+            hub.commits.append((repo_id, revision, header["summary"], sorted(f["path"] for f in added)))
+            oid = f"{len(hub.commits):040x}"
+            self._reply(200, {"commitUrl": f"{hub.endpoint}/{repo_id}/commit/{oid}", "commitOid": oid})
+        else:
+            self._reply(404, {"error": f"not served by the stand-in: {path}"})
+
+
+@pytest.fixture
+def local_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
+    hub = LocalHub()
+    thread = threading.Thread(target=hub.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(hub_constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(hub_constants, "HF_HUB_DISABLE_XET", True)  # plain HTTP commits (no Xet storage protocol)
+    monkeypatch.setattr(transformers_hub, "_hf_api", None)  # transformers' shared client, rebuilt on this endpoint
+    yield hub
+    hub.shutdown()
+    hub.server_close()
+
+
+def test_pushes_reach_a_local_hub_over_http(local_hub: LocalHub, tmp_path) -> None:
+    """huggingface_hub's real client, over HTTP: the same commits and the same repo as transformers'."""
+    for impl in ("hf", "hfl"):
+        # hub_always_push: every save pushes, however long the previous upload takes (skipping depends on timing)
+        hub_args = {
+            **HUB_ARGS,
+            "hub_model_id": f"me/tiny-{impl}",
+            "hub_strategy": "checkpoint",
+            "hub_always_push": True,
+        }
+        trainer = run_job(impl, str(tmp_path / impl), save_strategy="steps", save_steps=2, max_steps=4, **hub_args)
+        trainer.push_to_hub()
+    commits = {impl: [c[1:] for c in local_hub.commits if c[0] == f"me/tiny-{impl}"] for impl in ("hf", "hfl")}
+    assert commits["hfl"] == commits["hf"]
+    assert [c[1] for c in commits["hfl"]] == [
+        "Training in progress, step 2",
+        "Training in progress, step 2, checkpoint",
+        "Training in progress, step 4",
+        "Training in progress, step 4, checkpoint",
+        "End of training",
+    ]
+    ours, theirs = local_hub.repos["me/tiny-hfl"], local_hub.repos["me/tiny-hf"]
+    assert sorted(ours) == sorted(theirs)
+    assert {"README.md", "model.safetensors", "last-checkpoint/model.safetensors"} <= set(ours)
+    ours["README.md"] = ours["README.md"].replace(b"tiny-hfl", b"tiny-hf")  # the card is named after the repo
+    for path in ("model.safetensors", "config.json", "README.md", "last-checkpoint/model.safetensors"):
+        assert ours[path] == theirs[path], path
 
 
 # ---- no Hub: fail before training ---------------------------------------------------------------------------
