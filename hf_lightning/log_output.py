@@ -6,8 +6,8 @@
 * A checkpoint is written into `tmp-checkpoint-N` and published by a rename (`hf_lightning.checkpoints`); the save
   messages (also those transformers' `save_pretrained` logs) name the published folder (`published_paths`).
 * Lightning's start-up banners ("GPU available ...", "TPU available ...", its advertising tip, per-rank
-  "Initializing distributed ..." lines) are dropped while the facade builds and runs its `lightning.Trainer`
-  (`quiet_lightning`); Lightning's warnings, and what Lightning callbacks log themselves, are kept.
+  "Initializing distributed ..." lines, "GPU available but not used") are dropped while the facade builds and runs
+  its `lightning.Trainer` (`quiet_lightning`); Lightning's other warnings, and what Lightning callbacks log, are kept.
 * An exception raised in training is re-raised with Lightning's loop frames taken out of its traceback
   (`without_lightning_frames`): the user's frames and HF-side frames stay, so it reads like transformers'.
 """
@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import types
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -140,13 +141,16 @@ _FILTER = _BannerFilter()
 
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """Drop Lightning's informational banners (see the module docstring) for the duration."""
+    """Drop Lightning's informational banners (see the module docstring) for the duration, and its warning that an
+    available GPU/TPU is not used (`use_cpu=True` on a GPU machine: transformers says nothing either)."""
     loggers = [logging.getLogger(name) for name in _BANNER_LOGGERS]
     added = [lg for lg in loggers if _FILTER not in lg.filters]
     for lg in added:
         lg.addFilter(_FILTER)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"(GPU|TPU|HPU) available but not used")
+            yield
     finally:
         for lg in added:
             lg.removeFilter(_FILTER)

@@ -4,8 +4,8 @@ The facade keeps HF's public surface (constructor, `train`, `evaluate`, `predict
 overridable hooks `compute_loss` / `training_step` / `prediction_step` / `get_*_dataloader` /
 `create_optimizer` / `create_scheduler`, and the attributes users touch). It translates the arguments into a
 `lightning.Trainer` (see `hf_lightning.translation`) and hands it `HFLightningModule`, which runs HF's
-optimisation step. The HF side of the loop (`loop`), evaluation, checkpoints and hyperparameter search live in
-their own modules, mixed in here; `features` holds what `TrainingArguments` switches on around the loop
+optimisation step. The HF side of the loop (`loop`), evaluation, checkpoints, Hub pushes (`hub`) and hyperparameter
+search live in their own modules, mixed in here; `features` holds what `TrainingArguments` switches on around the loop
 (activation checkpointing, `torch_compile`, NEFTune, device-cache emptying).
 """
 

@@ -96,6 +96,41 @@ def test_lightning_banners_return_outside_the_facade(tmp_path, console) -> None:
     assert [m for m in console.messages if m.startswith(("GPU available", "TPU available"))]
 
 
+def test_quiet_lightning_drops_the_banners_of_gpu_and_distributed_runs(console) -> None:
+    """The banners a GPU or multi-process run prints (not producible on a CPU test machine), sent through the loggers
+    Lightning sends them through: dropped inside `quiet_lightning`, printed outside; other messages kept."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_info
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+    from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+
+    from hf_lightning.log_output import quiet_lightning
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.INFO)
+    logging.getLogger("lightning.fabric").setLevel(logging.INFO)
+
+    def emit() -> None:
+        rank_zero_info("GPU available: True (cuda), used: True")
+        logging.getLogger("lightning.pytorch.accelerators.cuda").info("LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]")
+        dist = logging.getLogger("lightning.fabric.utilities.distributed")
+        dist.info("Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2")
+        rank_zero_info(f"{'-' * 100}\ndistributed_backend=nccl\nAll distributed processes registered.\n{'-' * 100}\n")
+        rank_zero_info("Epoch 0, global step 2: 'eval_loss' reached 1.1 (best 1.1), saving model")  # a callback's
+        rank_zero_warn("GPU available but not used. You can set it by doing `Trainer(accelerator='gpu')`.",
+                       category=PossibleUserWarning)  # fmt: skip
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_lightning():
+            emit()
+    assert console.messages == ["Epoch 0, global step 2: 'eval_loss' reached 1.1 (best 1.1), saving model"]
+    assert not caught
+    console.messages.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        emit()
+    assert len(console.messages) == 5 and len(caught) == 1
+
+
 class ExplodingBert(BertForSequenceClassification):
     """Raises from its own forward in training (a user's bug)."""
 
