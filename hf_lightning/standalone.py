@@ -43,6 +43,7 @@ from hf_lightning.checkpoints import (
     save_model_folder,
 )
 from hf_lightning.data import AccumulationWindowLoader
+from hf_lightning.log_output import published_paths
 from hf_lightning.module import HFLightningModule
 from hf_lightning.strategies import full_optimizer_state_dict, full_state_dict, save_engine_checkpoint
 
@@ -312,8 +313,9 @@ class HFCheckpoint(pl.Callback):
         optimizer = trainer.optimizers[0] if trainer.optimizers and not engine_saved else None
         optim_state = full_optimizer_state_dict(strategy, optimizer) if optimizer is not None else None
         if trainer.is_global_zero:
-            self._save_model(tmp_dir, trainer, model, getattr(loop, "args", None), state_dict)
-            self._write_training_state(tmp_dir, trainer, loop, optimizer, optim_state)
+            with published_paths(tmp_dir, final_dir):  # the save messages name the folder being published
+                self._save_model(tmp_dir, trainer, model, getattr(loop, "args", None), state_dict)
+                self._write_training_state(tmp_dir, trainer, loop, optimizer, optim_state)
         strategy.barrier("hf_checkpoint_written")
         rng_name = "rng_state.pth" if trainer.world_size <= 1 else f"rng_state_{trainer.global_rank}.pth"
         states = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}

@@ -167,3 +167,22 @@ def test_no_pin_memory_warning_on_cpu(tmp_path) -> None:
     assert not [w for w in caught if re.search("pin_memory", str(w.message))]
     Trainer, _ = trainer_classes("hfl")
     assert Trainer(model=tiny_bert(), args=make_args("hfl", str(tmp_path), use_cpu=False)).args.dataloader_pin_memory
+
+
+def test_hf_checkpoint_save_messages_name_the_published_folder(tmp_path, console) -> None:
+    """The plain-Lightning door: `HFCheckpoint` writes into `tmp-checkpoint-N` too, its messages say `checkpoint-N`."""
+    from hf_lightning import HFCheckpoint, HFDataModule, HFLightningModule
+
+    hf_logging.set_verbosity_info()
+    args = make_args("hfl", str(tmp_path), per_device_train_batch_size=4, save_steps=2)
+    module = HFLightningModule.from_args(tiny_bert(), args)
+    data = HFDataModule(args, ToyClassification(8, seed=1))
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(tmp_path), use_distributed_sampler=False, callbacks=[HFCheckpoint()],
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, datamodule=data)
+    assert f"Configuration saved in {tmp_path / 'checkpoint-2' / 'config.json'}" in console.messages
+    assert not [m for m in console.messages if "tmp-" in m]
