@@ -54,6 +54,16 @@ class HFDataModule(pl.LightningDataModule):
         self.processing_class = processing_class
         self.model = model
 
+    @property
+    def batch_size(self) -> int:
+        """`args.per_device_train_batch_size`, under the name Lightning's batch-size finder looks for
+        (`Tuner(trainer).scale_batch_size(module, datamodule=...)`)."""
+        return self.args.per_device_train_batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.args.per_device_train_batch_size = value
+
     def _model(self) -> nn.Module | None:
         if self.model is not None:
             return self.model

@@ -136,7 +136,7 @@ FIELDS: dict[str, Row] = {
     "save_only_model": Row(H, "checkpoints without optimizer/scheduler/RNG", "test_checkpoints.py::test_resume_variants_match_transformers"),
     "save_on_each_node": Row(T, "TrainingArguments.should_save", "transformers.training_args:TrainingArguments.should_save"),
     "save_total_limit": Row(H, "checkpoint rotation", "test_checkpoints.py::test_rotation_and_best_model_match_transformers"),
-    "enable_jit_checkpoint": Row(X, "checkpoint on SIGTERM is not implemented yet", probe=True),
+    "enable_jit_checkpoint": Row(H, "SIGTERM -> checkpoint at a step end after transformers' kill_wait (hf_lightning.preemption)", "test_preemption.py::test_jit_checkpoint_after_transformers_grace_period_then_train_returns"),
     "ignore_data_skip": Row(H, "resume without skipping seen batches", "test_checkpoints.py::test_resume_variants_match_transformers"),
     "restore_callback_states_from_checkpoint": Row(H, "stateful callbacks restored on resume", "test_callbacks.py::test_stateful_callbacks_restored_on_resume_like_transformers"),
     "resume_from_checkpoint": Row(U, "for the user's script; train(resume_from_checkpoint=...) is the call"),

@@ -197,6 +197,8 @@ class TrainingLoopMixin:
             self._total_loss_scalar += tr_loss_scalar
             self._globalstep_last_logged = self.state.global_step
             self.store_flos()
+            if self.throughput_meter is not None:  # `log_throughput`
+                logs.update(self.throughput_meter.measure(self.state.total_flos))
             self.log(logs, self._train_start_time)
         metrics = None
         if self.control.should_evaluate:

@@ -36,6 +36,7 @@ class HFLoop(Protocol):
     callback_handler: Any
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
+    throughput_meter: pl.Callback | None  # `log_throughput`: run with the fit (`configure_callbacks`), or None
 
     def training_step(self, model: nn.Module, inputs: dict, num_items_in_batch: Any = None) -> torch.Tensor: ...
 
@@ -78,6 +79,7 @@ class HFLightningModule(pl.LightningModule):
         self._stop_epoch = False
         self._set_gradient_sync: Callable[[bool], None] | None = None
         self._train_parameters: list[nn.Parameter] = []
+        self._tuner_schedule: Any = None
 
     @classmethod
     def from_args(
@@ -101,8 +103,23 @@ class HFLightningModule(pl.LightningModule):
         else:
             super().__setattr__(name, value)
 
+    @property
+    def learning_rate(self) -> float:
+        """`args.learning_rate`, under the name Lightning's LR finder looks for (`Tuner.lr_find(update_attr=True)`
+        sets it to the suggestion, which the next `configure_optimizers` trains with)."""
+        return self._loop.args.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self._loop.args.learning_rate = value
+
     def forward(self, **inputs: Any) -> Any:
         return self.model(**inputs)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The Lightning callbacks the HF loop runs with: its throughput meter (`log_throughput`), when it has one."""
+        meter = self._loop.throughput_meter
+        return [meter] if meter is not None else []
 
     def configure_optimizers(self) -> Any:
         own = getattr(self._loop, "configure_optimizers", None)
@@ -142,6 +159,10 @@ class HFLightningModule(pl.LightningModule):
         restore = getattr(self._loop, "_load_pending_optimizer_state", None)
         if restore is not None:  # a resumed optimizer state that needs the strategy-wrapped model (FSDP)
             restore()
+        # Manual optimisation: the module steps the schedule. Lightning holds none of its own (`configure_optimizers`
+        # returns the optimiser alone) unless its LR finder swapped in the range test's, which is then the one to step.
+        configs = self.trainer.lr_scheduler_configs
+        self._tuner_schedule = configs[0].scheduler if configs else None
         self._loop._on_loop_train_start()
         # `model.parameters()` walks every submodule; clipping and `zero_grad` need it each step, so the walk is done
         # once per fit (after `on_train_begin` callbacks), in the same order.
@@ -225,12 +246,13 @@ class HFLightningModule(pl.LightningModule):
         if self._grad_norm is None and hasattr(engine, "get_global_grad_norm"):
             self._grad_norm = engine.get_global_grad_norm()  # DeepSpeed's pre-clip norm, as HF logs it
         loop.control = loop.callback_handler.on_optimizer_step(args, loop.state, loop.control)
-        learning_rate = current_learning_rate(loop.optimizer, loop.lr_scheduler)
+        scheduler = loop.lr_scheduler if self._tuner_schedule is None else self._tuner_schedule
+        learning_rate = current_learning_rate(loop.optimizer, scheduler)
         skipped = scaler is not None and scaler.get_scale() < self._scale_before_step
         if self._deepspeed:  # DeepSpeed's fp16 loss scaler skipped the step on overflow
             skipped = bool(getattr(getattr(engine, "optimizer", None), "overflow", False))
-        if not skipped and loop.lr_scheduler is not None and not is_metric_scheduler(loop.lr_scheduler):
-            loop.lr_scheduler.step()
+        if not skipped and scheduler is not None and not is_metric_scheduler(scheduler):
+            scheduler.step()
         for p in self._train_parameters:  # `model.zero_grad()` (set_to_none, HF's default) without the module walk
             p.grad = None
         loop._on_loop_step_end(self._grad_norm, learning_rate)

@@ -81,6 +81,7 @@ class StandaloneLoop:
     """The `HFLoop` of an `HFLightningModule` trained by a plain `lightning.Trainer`."""
 
     model_wrapped = None
+    throughput_meter = None
 
     def __init__(
         self,

@@ -52,8 +52,9 @@ from transformers.trainer_utils import (
 )
 from transformers.utils import can_return_loss, find_labels
 
+from hf_lightning import batch_size_finder, lr_finder, optimization
 from hf_lightning import data as hf_data
-from hf_lightning import optimization
+from hf_lightning.batch_size_finder import BatchSizeResult
 from hf_lightning.callbacks import (
     default_callbacks,
     is_lightning_callback,
@@ -78,10 +79,14 @@ from hf_lightning.hub import HubMixin
 from hf_lightning.legacy_signatures import adapt_legacy_overrides
 from hf_lightning.log_output import log_training_start, quiet_lightning, without_lightning_frames
 from hf_lightning.loop import TrainingLoopMixin
+from hf_lightning.lr_finder import LRFinderResult
 from hf_lightning.memory_metrics import MemoryMetrics
 from hf_lightning.module import HFLightningModule
+from hf_lightning.preemption import pending_resume, preemption_handler
+from hf_lightning.profiling import profiled_hf_steps, show_profiler_report
 from hf_lightning.reporting import build_loggers, integration_loggers
 from hf_lightning.strategies import fsdp_wrapper
+from hf_lightning.throughput import ThroughputMeter
 from hf_lightning.training_args import TrainingArguments, to_hf_lightning_args
 from hf_lightning.translation import lightning_trainer_kwargs
 
@@ -185,6 +190,9 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         self.hub_model_id = None
         if self.args.push_to_hub:  # before training: offline or a refused token stops here (HubRepoError)
             self.init_hf_repo()
+        self.preemption = preemption_handler(self)  # `checkpoint_on_preemption` / `enable_jit_checkpoint`, or None
+        if self.preemption is not None:
+            self.callback_handler.add_callback(self.preemption)
         if self.args.should_save:
             os.makedirs(self.args.output_dir, exist_ok=True)
         self.control = TrainerControl()
@@ -203,6 +211,7 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         self._created_lr_scheduler = False
         self.lightning_trainer: pl.Trainer | None = None
         self.lightning_module: HFLightningModule | None = None
+        self.throughput_meter: ThroughputMeter | None = None
         self.accelerator = LightningAccelerator(self)
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
         if getattr(self.model, "config", None) is not None:
@@ -267,6 +276,11 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             raise RuntimeError(
                 "Passing a `model_init` is incompatible with providing the `optimizers` argument. Subclass `Trainer` "
                 "and override `create_optimizer_and_scheduler` instead."
+            )
+        if args.auto_lr_find and (self.optimizer is not None or self.optimizer_cls_and_kwargs is not None):
+            raise ValueError(
+                "`auto_lr_find` trains with the suggested `learning_rate`, which an optimizer passed in `optimizers` "
+                "or `optimizer_cls_and_kwargs` does not read: call `trainer.lr_find()` and build the optimizer with it."
             )
         if self.compute_metrics is not None and not callable(self.compute_metrics):
             raise TypeError("`compute_metrics` must be callable (it receives an `EvalPrediction`).")
@@ -362,6 +376,23 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         return self._get_dataloader(
             self.train_dataset, "Training", self._train_batch_size, self._get_train_sampler, is_training=True
         )
+
+    def get_train_window_loader(
+        self, batch_size: int | None = None, gradient_accumulation_steps: int | None = None
+    ) -> hf_data.AccumulationWindowLoader:
+        """The training data as `HFLightningModule` takes it: `get_train_dataloader()` in HF's accumulation windows,
+        each with its `num_items_in_batch`. `batch_size` / `gradient_accumulation_steps` replace the run's (tuning runs
+        try other sizes)."""
+        saved = self._train_batch_size
+        if batch_size is not None:
+            self._train_batch_size = batch_size
+        try:
+            train_dataloader = self.get_train_dataloader()
+        finally:
+            self._train_batch_size = saved
+        ga = gradient_accumulation_steps or self.args.gradient_accumulation_steps
+        steps_in_epoch = len(train_dataloader) if has_length(train_dataloader) else max(self.args.max_steps, 1) * ga
+        return hf_data.AccumulationWindowLoader(train_dataloader, ga, self._count_items, steps_in_epoch)
 
     def num_examples(self, dataloader: torch.utils.data.DataLoader) -> int:
         try:
@@ -492,6 +523,51 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
 
+    # ---- tuning ------------------------------------------------------------------------------------------
+
+    def lr_find(self, plot: bool | str = False, **options: Any) -> LRFinderResult:
+        """Lightning's learning-rate range test on this job; the model, optimiser, RNG and `output_dir` are left as they
+        were. `options`: `min_lr`, `max_lr`, `num_training`, `mode`, `early_stop_threshold` (see
+        `hf_lightning.lr_finder`); `plot=True` draws the curve (inline in a notebook), a path saves it."""
+        return lr_finder.lr_find(self, plot=plot, **options)
+
+    def scale_batch_size(
+        self, mode: str = "power", steps_per_trial: int = 3, init_val: int | None = None, max_trials: int = 25
+    ) -> BatchSizeResult:
+        """Search upward for the largest micro-batch that fits (Lightning's "power" / "binsearch" strategies) and
+        the `gradient_accumulation_steps` that keep the effective batch; the job is left as it was (see
+        `hf_lightning.batch_size_finder`). `auto_scale_batch_size` applies the result before training."""
+        return batch_size_finder.scale_batch_size(self, mode, steps_per_trial, init_val, max_trials)
+
+    def _apply_batch_size_search(self, resumed: TrainerState | None) -> None:
+        """`auto_scale_batch_size`: train with the largest micro-batch that fits at the same effective batch; a resumed
+        run takes the micro-batch its checkpoint was trained with."""
+        args = self.args
+        effective = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        if resumed is not None and resumed.train_batch_size:
+            per_device = resumed.train_batch_size
+        else:
+            found = self.scale_batch_size(args.auto_scale_batch_size)
+            per_device = found.per_device_train_batch_size
+            logger.warning(
+                "auto_scale_batch_size (%s): micro-batches up to %d fit (tried %s); training with "
+                "per_device_train_batch_size=%d x gradient_accumulation_steps=%d (effective batch %d per device, as "
+                "configured).",
+                args.auto_scale_batch_size,
+                found.max_fitting,
+                found.trials,
+                per_device,
+                effective // per_device,
+                effective,
+            )
+        if effective % per_device:
+            raise ValueError(
+                f"auto_scale_batch_size: the checkpoint's batch size {per_device} does not divide the effective batch "
+                f"{effective} (per_device_train_batch_size x gradient_accumulation_steps)."
+            )
+        args.per_device_train_batch_size, args.gradient_accumulation_steps = per_device, effective // per_device
+        self._train_batch_size = args.train_batch_size
+
     # ---- train -------------------------------------------------------------------------------------------
 
     def train(
@@ -504,6 +580,8 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         """Train with HF semantics on a `lightning.Trainer`; returns HF's `TrainOutput`."""
         if kwargs:
             raise TypeError(f"train() got unexpected keyword arguments: {', '.join(kwargs)}.")
+        if resume_from_checkpoint is None and self.args.checkpoint_on_preemption:
+            resume_from_checkpoint = pending_resume(self.args.output_dir)  # left by a preempted run of this output_dir
         if resume_from_checkpoint is False:
             resume_from_checkpoint = None
         self._memory_tracker.start_stage("train")
@@ -518,14 +596,21 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         enable_activation_checkpointing(self.model, args)
         if self.neftune_noise_alpha is not None:
             self.neftune_hook_handle = activate_neftune(self.model, self.neftune_noise_alpha)
+        if self.preemption is not None:
+            self.preemption.install()
         try:
             self._hp_search_setup(trial)
             resume_from_checkpoint = self._resolve_resume_checkpoint(resume_from_checkpoint)
+            saved = None
             if resume_from_checkpoint is not None:
                 self._load_from_checkpoint(resume_from_checkpoint)
                 saved = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME))
                 if saved.train_batch_size is not None and args.auto_find_batch_size:
                     self._train_batch_size = saved.train_batch_size
+            if args.auto_scale_batch_size:
+                self._apply_batch_size_search(saved)
+            if args.auto_lr_find and saved is None:  # a resumed run keeps the rate its checkpoint was trained with
+                self._apply_lr_find()
             inner_training_loop = find_executable_batch_size(
                 self._inner_training_loop, self._train_batch_size, args.auto_find_batch_size
             )
@@ -533,12 +618,32 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             with suppress_progress_bars() if args.push_to_hub else contextlib.nullcontext():
                 output = inner_training_loop(args=args, resume_from_checkpoint=resume_from_checkpoint, trial=trial)
             self._finish_current_push()  # wait for the checkpoints' background uploads
-            return output
         finally:
             if self.neftune_noise_alpha is not None:
                 deactivate_neftune(self.model, self.neftune_hook_handle)
+            if self.preemption is not None:
+                self.preemption.uninstall()
             self.is_in_train = False
             self._memory_tracker.abandon_stage("train")  # still running only if training raised
+        if self.preemption is not None:
+            self.preemption.exit_if_preempted()
+        return output
+
+    def _apply_lr_find(self) -> None:
+        """`auto_lr_find`: run the range test (with `lr_find_kwargs`) and train with its suggestion."""
+        result = self.lr_find(**(self.args.lr_find_kwargs or {}))
+        if result.suggestion is None:
+            logger.warning(
+                "auto_lr_find: no suggestion (too few points); learning_rate stays %s.", self.args.learning_rate
+            )
+            return
+        logger.warning(
+            "auto_lr_find: learning_rate %s -> %s (suggested by the range test over %d steps).",
+            self.args.learning_rate,
+            result.suggestion,
+            len(result.lrs),
+        )
+        self.args.learning_rate = result.suggestion
 
     def _inner_training_loop(
         self,
@@ -594,6 +699,11 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         if resume_from_checkpoint is not None and skip_batches > 0:
             window_loader.on_skip_done = lambda: self._load_rng_state(resume_from_checkpoint)
         self._resume_rng_checkpoint = resume_from_checkpoint if skip_batches == 0 else None
+        self.throughput_meter = (
+            ThroughputMeter(getattr(self.model, "main_input_name", "input_ids"), self.state.total_flos)
+            if args.log_throughput
+            else None
+        )
         self.lightning_module = HFLightningModule(self.model, self)
         self._train_start_time = None
         if epochs_trained >= plan["num_train_epochs"]:  # resumed at the very end: HF runs no epoch
@@ -605,6 +715,7 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
                 warnings.catch_warnings(),
                 keep_freed_host_memory(args.keep_freed_host_memory and on_cpu),
                 quiet_lightning(),
+                profiled_hf_steps(self, self.lightning_trainer.profiler),
             ):
                 # HF sets train mode in training_step, after Lightning's check
                 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
@@ -617,6 +728,7 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
     def _build_lightning_trainer(self) -> pl.Trainer:
         kwargs = lightning_trainer_kwargs(self.args, self.model, self.lightning_callbacks, self.report_loggers)
         set_log_levels(self.args)
+        show_profiler_report(self.args)
         with warnings.catch_warnings(), quiet_lightning():
             warnings.filterwarnings("ignore", message=".*treespec.*")
             return pl.Trainer(**kwargs)

@@ -143,6 +143,43 @@ class TrainingArguments(transformers.TrainingArguments):
     profiler: Union[None, str, Any] = field(
         default=None, metadata={"help": "Lightning profiler: 'simple', 'advanced', 'pytorch' or a Profiler object."}
     )
+    auto_lr_find: bool = field(
+        default=False,
+        metadata={
+            "help": "Before training, run the learning-rate range test (Trainer.lr_find, Lightning's LR finder) and "
+            "train with its suggestion instead of learning_rate (see hf_lightning/lr_finder.py)."
+        },
+    )
+    lr_find_kwargs: Union[None, str, dict] = field(
+        default=None,
+        metadata={
+            "help": "Options of the range test auto_lr_find runs (a dict, or JSON on the command line): min_lr, "
+            "max_lr, num_training, mode, early_stop_threshold."
+        },
+    )
+    auto_scale_batch_size: Union[None, str] = field(
+        default=None,
+        metadata={
+            "help": "Before training, search upward for the largest micro-batch that fits ('power' or 'binsearch', "
+            "Lightning's strategies) and keep the effective batch by lowering gradient_accumulation_steps "
+            "(see hf_lightning/batch_size_finder.py)."
+        },
+    )
+    log_throughput: bool = field(
+        default=False,
+        metadata={
+            "help": "Add samples_per_second, tokens_per_second, flops_per_second and (where the device's peak FLOPs "
+            "are known) mfu to every training log (see hf_lightning/throughput.py)."
+        },
+    )
+    checkpoint_on_preemption: bool = field(
+        default=False,
+        metadata={
+            "help": "On SIGTERM or SIGUSR1 (SLURM's pre-timeout signal) write a checkpoint at the end of the current "
+            "optimiser step and exit (SLURM: requeue the job); the next train() in output_dir resumes from it "
+            "(see hf_lightning/preemption.py)."
+        },
+    )
     keep_freed_host_memory: bool = field(
         default=True,
         metadata={
@@ -150,7 +187,7 @@ class TrainingArguments(transformers.TrainingArguments):
             "handing it back to the kernel and faulting it in again each step (see hf_lightning/host_memory.py)."
         },
     )
-    lightning_trainer_kwargs: Union[None, dict, str] = field(
+    lightning_trainer_kwargs: Union[None, str, dict] = field(
         default=None,
         metadata={
             "help": "Extra `lightning.Trainer` keyword arguments (a dict, or JSON on the command line); they override "
@@ -344,6 +381,27 @@ class TrainingArguments(transformers.TrainingArguments):
                 self.lightning_trainer_kwargs = json.loads(self.lightning_trainer_kwargs)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"`lightning_trainer_kwargs` is not valid JSON: {exc}") from None
+        if self.auto_scale_batch_size is True:
+            self.auto_scale_batch_size = "power"
+        if self.auto_scale_batch_size in (False, "", "none", "None"):
+            self.auto_scale_batch_size = None
+        if self.auto_scale_batch_size is not None and self.auto_scale_batch_size not in ("power", "binsearch"):
+            raise ValueError(
+                f"`auto_scale_batch_size` must be 'power' or 'binsearch' (or unset), got {self.auto_scale_batch_size!r}"
+            )
+        if isinstance(self.lr_find_kwargs, str):
+            import json
+
+            try:
+                self.lr_find_kwargs = json.loads(self.lr_find_kwargs)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"`lr_find_kwargs` is not valid JSON: {exc}") from None
+        if self.lr_find_kwargs is not None:
+            if not isinstance(self.lr_find_kwargs, dict):
+                raise ValueError(f"`lr_find_kwargs` must be a dict, got {self.lr_find_kwargs!r}")
+            from hf_lightning.lr_finder import check_lr_find_options
+
+            check_lr_find_options(self.lr_find_kwargs)
         if self.lightning_trainer_kwargs is not None and not isinstance(self.lightning_trainer_kwargs, dict):
             raise ValueError(f"`lightning_trainer_kwargs` must be a dict, got {self.lightning_trainer_kwargs!r}")
         if isinstance(self.num_nodes, bool) or not isinstance(self.num_nodes, int) or self.num_nodes < 1:

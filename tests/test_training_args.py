@@ -58,7 +58,9 @@ def test_to_dict_has_hf_keys_plus_lightning_and_no_unset_legacy(out):
     ours, theirs = make(out), transformers.TrainingArguments(output_dir=out)
     d = ours.to_dict()
     lightning = {"accelerator", "devices", "num_nodes", "strategy", "precision", "plugins", "profiler"}
-    assert set(d) == set(theirs.to_dict()) | lightning | {"lightning_trainer_kwargs", "keep_freed_host_memory"}
+    extras = {"lightning_trainer_kwargs", "keep_freed_host_memory", "auto_lr_find", "lr_find_kwargs"}
+    extras |= {"auto_scale_batch_size", "log_throughput", "checkpoint_on_preemption"}
+    assert set(d) == set(theirs.to_dict()) | lightning | extras
     assert not set(d) & set(LEGACY_FIELDS)
     assert json.loads(ours.to_json_string()) == json.loads(json.dumps(d))
     assert "TrainingArguments(" in repr(ours)
@@ -379,3 +381,26 @@ def test_fp16_with_cuda_is_accepted(out, monkeypatch):
     args = make(out, fp16=True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert lightning_precision(args) == "16-mixed"
+
+
+def test_command_line_flags_of_the_lightning_features() -> None:
+    """HfArgumentParser sees every hf_lightning field; dict fields take JSON."""
+    parser = HfArgumentParser(TrainingArguments)
+    (args,) = parser.parse_args_into_dataclasses(
+        [
+            "--output_dir",
+            "out",
+            "--auto_lr_find",
+            "--lr_find_kwargs",
+            '{"num_training": 20, "max_lr": 0.01}',
+            "--auto_scale_batch_size",
+            "binsearch",
+            "--log_throughput",
+            "--checkpoint_on_preemption",
+            "--lightning_trainer_kwargs",
+            '{"benchmark": true}',
+        ]
+    )
+    assert args.lightning_trainer_kwargs == {"benchmark": True}  # JSON, as its help says (it was parsed as a dict)
+    assert args.auto_lr_find and args.lr_find_kwargs == {"num_training": 20, "max_lr": 0.01}
+    assert args.auto_scale_batch_size == "binsearch" and args.log_throughput and args.checkpoint_on_preemption
