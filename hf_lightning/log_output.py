@@ -53,36 +53,42 @@ _BANNER = re.compile(
 _LIGHTNING_DIR = os.path.dirname(os.path.abspath(lightning.__file__)) + os.sep
 
 
-def log_training_start(trainer: Any, plan: dict[str, int], dataloader: Any, resumed: tuple[int, int] | None) -> None:
-    """HF's "***** Running training *****" block (`_inner_training_loop`), from the step plan.
+def log_training_start(
+    args: Any,
+    plan: dict[str, int],
+    train_batch_size: int,
+    num_examples: int | None,
+    model: Any,
+    resumed: tuple[int, int, int] | None = None,
+) -> None:
+    """HF's "***** Running training *****" block (`_inner_training_loop`).
 
     Args:
-        trainer: the facade (`args`, `model`, `num_examples`, `state`, `_train_batch_size`).
-        plan: `TrainingLoopMixin._step_plan`'s budget.
-        dataloader: the training loader.
-        resumed: (epochs trained, batches skipped) when resuming from a checkpoint.
+        args: the run's `TrainingArguments`.
+        plan: the step budget (`max_steps`, `num_train_epochs`, `steps_per_epoch`), as HF computes it.
+        train_batch_size: the per-device batch size trained with (`auto_find_batch_size` may have lowered it).
+        num_examples: the training set's size; None when the loader has no length (HF then counts
+            `max_steps` total batches).
+        model: the model trained (its trainable parameters are counted).
+        resumed: (epochs trained, global step, batches skipped) when resuming from a checkpoint.
     """
-    args = trainer.args
-    total_batch_size = trainer._train_batch_size * args.gradient_accumulation_steps * args.world_size
-    num_examples = trainer.num_examples(dataloader) if _len(dataloader) else total_batch_size * args.max_steps
+    total_batch_size = train_batch_size * args.gradient_accumulation_steps * args.world_size
+    if num_examples is None:
+        num_examples = total_batch_size * args.max_steps
     hf_logger.info("***** Running training *****")
     hf_logger.info(f"  Num examples = {num_examples:,}")
     hf_logger.info(f"  Num Epochs = {plan['num_train_epochs']:,}")
     hf_logger.info(f"  Num update steps per epoch = {plan['steps_per_epoch']:,}")
     hf_logger.info(f"  Instantaneous batch size per device = {args.per_device_train_batch_size:,}")
-    if args.per_device_train_batch_size != trainer._train_batch_size:
-        adjusted = trainer._train_batch_size
-        hf_logger.info(f"  Training with DataParallel so batch size has been adjusted to: {adjusted:,}")
+    if args.per_device_train_batch_size != train_batch_size:
+        hf_logger.info(f"  Training with DataParallel so batch size has been adjusted to: {train_batch_size:,}")
     hf_logger.info(f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch_size:,}")
     hf_logger.info(f"  Gradient Accumulation steps = {args.gradient_accumulation_steps}")
     hf_logger.info(f"  Total optimization steps = {plan['max_steps']:,}")
-    hf_logger.info(f"  Number of trainable parameters = {get_model_param_count(trainer.model, trainable_only=True):,}")
+    hf_logger.info(f"  Number of trainable parameters = {get_model_param_count(model, trainable_only=True):,}")
     if resumed is not None:
-        epochs_trained, skipped = resumed
-        hf_logger.info(
-            f"  Resuming training from checkpoint with epoch {epochs_trained} and global step "
-            f"{trainer.state.global_step}"
-        )
+        epochs_trained, global_step, skipped = resumed
+        hf_logger.info(f"  Resuming training from checkpoint with epoch {epochs_trained} and global step {global_step}")
         if not args.ignore_data_skip:
             hf_logger.info(
                 f"  Fast-forwarding the dataloader past {epochs_trained} epochs and {skipped} batches to resume from "

@@ -685,8 +685,9 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         for attr in ("model", "optimizer", "lr_scheduler"):
             setattr(self.callback_handler, attr, getattr(self, attr))
         self.callback_handler.train_dataloader = train_dataloader
-        resumed = (epochs_trained, skip_batches) if resume_from_checkpoint is not None else None
-        log_training_start(self, plan, train_dataloader, resumed)
+        num_examples = self.num_examples(train_dataloader) if has_length(train_dataloader) else None
+        resumed = (epochs_trained, self.state.global_step, skip_batches) if resume_from_checkpoint else None
+        log_training_start(args, plan, self._train_batch_size, num_examples, self.model, resumed)
 
         window_loader = hf_data.AccumulationWindowLoader(
             train_dataloader,
