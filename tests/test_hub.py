@@ -182,6 +182,9 @@ def test_a_save_while_uploading_is_skipped_unless_hub_always_push(hub: HubRecord
 # ---- over HTTP: a local Hub ------------------------------------------------------------------------------------
 
 
+REFUSED_TOKEN = "hf_refused"  # the local Hub answers 401 to it
+
+
 class LocalHub(ThreadingHTTPServer):
     """The Hub endpoints an upload calls, on the loopback: `repos` holds each repo's files, `commits` each commit's
     (repo, revision, message, paths); every file is taken inline ("regular" upload mode, no LFS)."""
@@ -214,7 +217,9 @@ class _LocalHubHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         hub, path = self.server, self.path.split("?")[0]
         parts = path.strip("/").split("/")  # api / models / {owner} / {name} / (preupload | commit) / {revision}
-        if path == "/api/repos/create":
+        if path == "/api/repos/create" and self.headers.get("Authorization") == f"Bearer {REFUSED_TOKEN}":
+            self._reply(401, {"error": "Invalid credentials in Authorization header"})
+        elif path == "/api/repos/create":
             request = json.loads(body)
             repo_id = f"{request['organization'] or 'stand-in-user'}/{request['name']}"
             hub.repos.setdefault(repo_id, {})
@@ -285,23 +290,28 @@ def test_pushes_reach_a_local_hub_over_http(local_hub: LocalHub, tmp_path) -> No
 # ---- no Hub: fail before training ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cause", ["offline", "unreachable"])
-def test_push_to_hub_without_a_hub_fails_before_training(cause: str, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("cause", ["offline", "unreachable", "refused"])
+def test_push_to_hub_without_a_hub_fails_before_training(cause: str, tmp_path, monkeypatch, request) -> None:
+    hub_args = dict(HUB_ARGS)
+    monkeypatch.setattr(transformers_hub, "_hf_api", None)  # transformers' shared client, rebuilt on this endpoint
     if cause == "offline":
         monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
         expected = "HF_HUB_OFFLINE"
-    else:  # a closed port on this machine: the connection is refused at once
+    elif cause == "unreachable":  # a closed port on this machine: the connection is refused at once
         monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
         expected = "cannot be reached"
+    else:  # the Hub refuses the token
+        request.getfixturevalue("local_hub")
+        hub_args["hub_token"] = REFUSED_TOKEN
+        expected = "`hub_token`.*401"
     Trainer, _ = trainer_classes("hfl")
-    args = make_args("hfl", str(tmp_path / "out"), **HUB_ARGS)
+    args = make_args("hfl", str(tmp_path / "out"), **hub_args)
     with pytest.raises(HubRepoError, match=rf"push_to_hub=True.*'me/tiny'.*{expected}"):
         Trainer(model=tiny_bert(), args=args, train_dataset=ToyClassification(8))
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
-    if cause == "offline":  # transformers stops in its constructor too
-        HfTrainer, _ = trainer_classes("hf")
-        with pytest.raises(Exception, match="offline mode is enabled"):
-            HfTrainer(model=tiny_bert(), args=make_args("hf", str(tmp_path / "hf"), **HUB_ARGS))
+    HfTrainer, _ = trainer_classes("hf")  # transformers stops in its constructor too
+    with pytest.raises(Exception, match="(?i)offline mode|connection refused|401"):
+        HfTrainer(model=tiny_bert(), args=make_args("hf", str(tmp_path / "hf"), **hub_args))
 
 
 def test_plain_lightning_path_refuses_push_to_hub(tmp_path) -> None:
