@@ -269,6 +269,42 @@ def test_stateful_callbacks_restored_on_resume_like_transformers(early_stopped, 
     assert early(hfl)["early_stopping_patience"] == (2 if restore else 4)
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.parametrize("restore", [True, False], ids=["restored", "not-restored"])
+def test_resume_without_a_checkpointed_stateful_callback_warns_like_transformers(
+    early_stopped, restore: bool, tmp_path
+) -> None:
+    """The checkpoint holds EarlyStoppingCallback's state, the resumed run has no such callback: transformers warns
+    when it restores callback states (`restore_callback_states_from_checkpoint`), and only then; so do we."""
+    warned = {}
+    for impl in ("hf", "hfl"):
+        records = _Records()
+        loggers = [logging.getLogger(name) for name in ("transformers", "hf_lightning")]
+        for logger in loggers:
+            logger.addHandler(records)
+        try:
+            trainer = _make_trainer(impl, tmp_path / impl, [], restore_callback_states_from_checkpoint=restore, **EARLY)
+            trainer.train(resume_from_checkpoint=str(early_stopped[impl][1] / "checkpoint-2"))
+        finally:
+            for logger in loggers:
+                logger.removeHandler(records)
+        warned[impl] = [m for m in records.messages if "callbacks not included" in m]
+    assert warned["hf"] == warned["hfl"]
+    assert warned["hfl"] == (
+        ["Checkpoint included callbacks not included in current configuration. Ignoring. (EarlyStoppingCallback)"]
+        if restore
+        else []
+    )
+
+
 # ---- 3. add / pop / remove and the default list ------------------------------------------------------------
 
 
