@@ -23,6 +23,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset,
 from transformers.trainer_pt_utils import BatchRebalanceSampler, LengthGroupedSampler
 from transformers.trainer_utils import RemoveColumnsCollator, has_length, seed_worker
 
+from hf_lightning.accelerator_config import check_for_processes, use_seedable_sampler
+
 logger = logging.getLogger(__name__)
 
 
@@ -177,6 +179,8 @@ def train_sampler(dataset: Dataset, args: Any, processing_class: Any = None) -> 
         )
     if strategy == "sequential":
         return SequentialSampler(dataset)
+    if not use_seedable_sampler(args):  # accelerator_config: torch's sampler, drawing from the global RNG
+        return RandomSampler(dataset)
     return SeedableRandomSampler(dataset, data_seed=args.data_seed)
 
 
@@ -220,6 +224,7 @@ def build_dataloader(
     if sampler is None:
         sampler = SequentialSampler(dataset)
     if world_size > 1:
+        check_for_processes(args, world_size)
         inner = BatchSampler(sampler, batch_size, drop_last=args.dataloader_drop_last)
         return DataLoader(dataset, batch_sampler=ShardedBatchSampler(inner, world_size, process_index), **params)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=args.dataloader_drop_last, **params)

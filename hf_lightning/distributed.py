@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch.utils.data import BatchSampler, DataLoader
 from transformers.trainer_utils import has_length
 
+from hf_lightning.accelerator_config import check_for_processes
 from hf_lightning.data import ShardedBatchSampler
 
 
@@ -30,6 +31,7 @@ def shard_eval_loader(loader: DataLoader, args: Any) -> DataLoader:
     """Re-batch an eval loader (same sampler, batch size and `drop_last`) so this rank sees its round-robin share
     of the batches, like accelerate's `BatchSamplerShard` with `even_batches=True`."""
     world, rank = _world()
+    check_for_processes(args, world)
     if world <= 1 or not has_length(loader.dataset) or loader.batch_size is None:
         return loader
     inner = BatchSampler(loader.sampler, loader.batch_size, drop_last=loader.drop_last)
@@ -101,14 +103,14 @@ def eval_device(trainer: Any) -> torch.device:
         return torch.device("cpu")
 
 
-def move_to_device(data: Any, device: torch.device) -> Any:
+def move_to_device(data: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Move every tensor of a (nested) batch; a `Mapping` keeps its type (e.g. the `BatchEncoding` of tokenizer
-    collators), as HF's `_prepare_input` does."""
+    collators), as HF's `_prepare_input` does. `non_blocking`: `accelerator_config.non_blocking`."""
     if isinstance(data, Mapping):
-        return type(data)({k: move_to_device(v, device) for k, v in data.items()})
+        return type(data)({k: move_to_device(v, device, non_blocking) for k, v in data.items()})
     if isinstance(data, (list, tuple)):
-        return type(data)(move_to_device(v, device) for v in data)
-    return data.to(device) if isinstance(data, torch.Tensor) else data
+        return type(data)(move_to_device(v, device, non_blocking) for v in data)
+    return data.to(device, non_blocking=non_blocking) if isinstance(data, torch.Tensor) else data
 
 
 def num_eval_samples(loader: DataLoader, observed: int) -> int:

@@ -46,6 +46,7 @@ from transformers.trainer_utils import (
 )
 
 from hf_lightning import distributed
+from hf_lightning.accelerator_config import non_blocking
 from hf_lightning.data import is_hf_dataset
 from hf_lightning.eval_accumulation import BatchAccumulator
 from hf_lightning.log_output import log_evaluation_start
@@ -306,8 +307,9 @@ class EvaluationMixin:
         metrics = None
         observed = 0
         keep_batches = not args.batch_eval_metrics or description == "Prediction"
+        copy_async = non_blocking(args)
         for step, inputs, is_last in _with_last_flag(dataloader):
-            inputs = distributed.move_to_device(inputs, device)
+            inputs = distributed.move_to_device(inputs, device, copy_async)
             observed_batch_size = find_batch_size(inputs)
             gather.begin_step(is_last, observed_batch_size)
             if observed_batch_size is not None:

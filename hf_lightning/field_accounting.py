@@ -154,7 +154,7 @@ FIELDS: dict[str, Row] = {
     "data_seed": Row(H, "seed of the train sampler", _HONOURED_JOB),
     # --- devices and distribution ---
     "use_cpu": Row(M, "Lightning accelerator 'cpu'", "test_training_args.py::test_lightning_accelerator"),
-    "accelerator_config": Row(X, "accelerate's Accelerator options do not apply to Lightning's loop", probe={"split_batches": True}),
+    "accelerator_config": Row(H, "each sub-field honoured or refused by name (hf_lightning/accelerator_config.py)", "test_accelerator_config.py::test_one_process_options_train_like_transformers"),
     "parallelism_config": Row(X, "accelerate's ParallelismConfig (TP/CP/DP shards): use a Lightning `strategy`", probe={}),
     "ddp_find_unused_parameters": Row(M, "DDPStrategy(find_unused_parameters=)", "test_strategies.py::test_ddp_arguments_become_ddp_strategy_kwargs"),
     "ddp_bucket_cap_mb": Row(M, "DDPStrategy(bucket_cap_mb=)", "test_strategies.py::test_ddp_arguments_become_ddp_strategy_kwargs"),
@@ -194,24 +194,9 @@ FIELDS: dict[str, Row] = {
 }  # fmt: skip
 
 
-def _accelerator_config_is_default(value: Any) -> bool:
-    from transformers.trainer_pt_utils import AcceleratorConfig
-
-    if value is None:
-        return True
-    if isinstance(value, str):  # a JSON file: HF's __post_init__ reads it
-        return False
-    config = value if isinstance(value, AcceleratorConfig) else AcceleratorConfig(**dict(value))
-    given, default = config.to_dict(), AcceleratorConfig().to_dict()
-    # `use_configured_state` (reuse an existing accelerate state) has no meaning without accelerate; HF's device
-    # set-up pops it from the arguments it has seen.
-    return all(given.get(k, v) == v for k, v in default.items() if k != "use_configured_state")
-
-
 # How to tell the default of fields whose value is normalised by transformers (`rebuild_args` passes the normalised
 # form of a `transformers.TrainingArguments`; a user passes the raw one).
 _IS_DEFAULT: dict[str, Callable[[Any], bool]] = {
-    "accelerator_config": _accelerator_config_is_default,
     "debug": lambda value: value in (None, "", []),
 }
 

@@ -22,6 +22,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from hf_lightning.accelerator_config import sync_each_batch
 from hf_lightning.data import MicroBatch
 from hf_lightning.optimization import clip_grad_norm, current_learning_rate, is_metric_scheduler
 from hf_lightning.strategies import shard_hf_model
@@ -68,6 +69,7 @@ class HFLightningModule(pl.LightningModule):
     # (`on_train_start`).
     _fsdp_wrapped = False
     _deepspeed = False
+    _sync_each_batch = False  # accelerator_config.gradient_accumulation_kwargs["sync_each_batch"]
 
     def __init__(self, model: nn.Module, loop: HFLoop) -> None:
         super().__init__()
@@ -156,6 +158,7 @@ class HFLightningModule(pl.LightningModule):
     def on_train_start(self) -> None:
         self._deepspeed = hasattr(self.trainer.strategy.model, "set_gradient_accumulation_boundary")
         self._set_gradient_sync = self._gradient_sync_switch()
+        self._sync_each_batch = sync_each_batch(self._loop.args)
         restore = getattr(self._loop, "_load_pending_optimizer_state", None)
         if restore is not None:  # a resumed optimizer state that needs the strategy-wrapped model (FSDP)
             restore()
@@ -175,7 +178,7 @@ class HFLightningModule(pl.LightningModule):
     def on_train_batch_start(self, batch: MicroBatch, batch_idx: int) -> int | None:
         if self._stop_epoch:
             return -1
-        self._sync_gradients(batch.is_last_in_window)
+        self._sync_gradients(batch.is_last_in_window or self._sync_each_batch)
         return None
 
     def on_train_batch_end(self, outputs: Any, batch: MicroBatch, batch_idx: int) -> None:
@@ -221,7 +224,7 @@ class HFLightningModule(pl.LightningModule):
             num_items = self.trainer.strategy.reduce(num_items.to(self.device).clone(), reduce_op="sum")
         model = getattr(loop, "model_wrapped", None)
         model = self.model if model is None else model
-        if self._fsdp_wrapped and not batch.is_last_in_window:  # accumulate unsharded gradients, as HF does
+        if self._fsdp_wrapped and not (batch.is_last_in_window or self._sync_each_batch):  # unsharded, as HF does
             with self.model.no_sync():
                 loss = loop.training_step(model, batch.inputs, num_items)
         else:

@@ -25,6 +25,7 @@ from transformers.trainer_pt_utils import AcceleratorConfig
 from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy, SchedulerType
 from transformers.training_args import OptimizerNames, ParallelMode
 
+from hf_lightning.accelerator_config import apply_gradient_accumulation_kwargs, refuse_configured_state
 from hf_lightning.argument_types import check_string_values
 from hf_lightning.field_accounting import refuse_unsupported
 
@@ -222,6 +223,7 @@ class TrainingArguments(transformers.TrainingArguments):
         # values itself (`strategies.deepspeed_config`), so the arguments build (and translate) without it.
         deepspeed, self.deepspeed = self.deepspeed, None
         super().__post_init__()
+        apply_gradient_accumulation_kwargs(self)
         self.deepspeed = deepspeed
         if deepspeed:
             from hf_lightning.strategies import deepspeed_config
@@ -236,7 +238,7 @@ class TrainingArguments(transformers.TrainingArguments):
         `PartialState` here would bind the rendezvous port Lightning is about to use)."""
         self.distributed_state = None
         if isinstance(self.accelerator_config, AcceleratorConfig):
-            self.accelerator_config.pop("use_configured_state", False)
+            refuse_configured_state(self.accelerator_config.pop("use_configured_state", False))
         on_cpu = self.use_cpu or not torch.cuda.is_available() or self.accelerator == "cpu"
         self._n_gpu = 0 if on_cpu else 1
         if on_cpu:
