@@ -1,8 +1,9 @@
 """HF checkpoints: `checkpoint-{global_step}/` folders, written atomically, rotated, resumed from.
 
 What lands on disk is what `transformers.Trainer` writes (`model.safetensors` + config via `save_pretrained`,
-the processing class, `training_args.bin`, `optimizer.pt`, `scheduler.pt`, `scaler.pt`, `rng_state[_{rank}].pth`,
-`trainer_state.json`), so HF's own Trainer and `from_pretrained` read it and we read HF's. Each checkpoint is
+the processing class, `training_args.bin` (a `transformers.TrainingArguments`, see `saved_args`), `optimizer.pt`,
+`scheduler.pt`, `scaler.pt`, `rng_state[_{rank}].pth`, `trainer_state.json`), so HF's own Trainer and
+`from_pretrained` read it and we read HF's. Each checkpoint is
 first written to a `tmp-checkpoint-N` folder, synced and renamed once complete: a crash mid-save never leaves a
 folder that `get_last_checkpoint` (and so resume) would pick, and a failed save keeps the previous checkpoints.
 Resume loads everything back with `torch.load(weights_only=True)` and skips checkpoint folders HF left
@@ -11,10 +12,8 @@ half-written (no `trainer_state.json`, which HF writes last).
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
-import pickle
 import random
 import re
 import shutil
@@ -45,6 +44,7 @@ from transformers.utils.import_utils import check_torch_load_is_safe
 
 from hf_lightning.evaluation import metric_for_best_model_value
 from hf_lightning.log_output import hf_logger, published_paths
+from hf_lightning.saved_args import hf_args_for_saving
 from hf_lightning.strategies import (
     full_optimizer_state_dict,
     full_state_dict,
@@ -58,30 +58,6 @@ logger = logging.getLogger(__name__)
 
 TRAINER_STATE_NAME = "trainer_state.json"
 TRAINING_ARGS_NAME = "training_args.bin"
-
-# Lightning fields that may hold live objects (a Strategy, plugins, a Profiler ...) that cannot be pickled.
-_LIGHTNING_OBJECT_FIELDS = ("strategy", "plugins", "profiler", "lightning_trainer_kwargs")
-
-
-def picklable_args(args: Any) -> Any:
-    """`args` for `training_args.bin`: a Lightning field holding an object that cannot be pickled (a Strategy
-    object holds its accelerator, environment and modules) is stored as its `repr`, so the save never fails."""
-    replaced = {}
-    for name in _LIGHTNING_OBJECT_FIELDS:
-        value = getattr(args, name, None)
-        if value is None or isinstance(value, (str, int, float, bool)):
-            continue
-        try:
-            pickle.dumps(value)
-        except Exception:
-            replaced[name] = repr(value)
-    if not replaced:
-        return args
-    stored = copy.copy(args)  # not dataclasses.replace: that would re-run (and re-validate in) __post_init__
-    for name, value in replaced.items():
-        object.__setattr__(stored, name, value)
-    return stored
-
 
 OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.pt"
@@ -187,8 +163,8 @@ def save_model_folder(
 
 
 def save_training_args(args: Any, output_dir: str) -> None:
-    """`output_dir/training_args.bin`, as HF writes it (`picklable_args`)."""
-    torch.save(picklable_args(args), os.path.join(output_dir, TRAINING_ARGS_NAME))
+    """`output_dir/training_args.bin`, as HF writes it: a `transformers.TrainingArguments` (`saved_args`)."""
+    torch.save(hf_args_for_saving(args), os.path.join(output_dir, TRAINING_ARGS_NAME))
 
 
 def load_model_files(model: torch.nn.Module, checkpoint: str) -> None:

@@ -547,20 +547,21 @@ def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path) -> None:
 
 def test_strategy_object_does_not_break_training_args_bin(tmp_path):
     """A Strategy object cannot be pickled: training_args.bin stores its repr, the live args keep the object."""
+    import transformers
     from lightning.pytorch.strategies import SingleDeviceStrategy
 
     from hf_lightning import TrainingArguments
-    from hf_lightning.checkpoints import picklable_args
+    from hf_lightning.saved_args import hf_args_for_saving
 
     strategy = SingleDeviceStrategy(device="cpu")
     strategy.backend_module = torch  # after a run a strategy holds such objects ("cannot pickle 'module' object")
     args = TrainingArguments(output_dir=str(tmp_path), strategy=strategy)
-    stored = picklable_args(args)
+    stored = hf_args_for_saving(args)
     path = tmp_path / "training_args.bin"
     torch.save(stored, path)
     loaded = torch.load(path, weights_only=False)
     assert loaded.strategy == repr(strategy)
     assert loaded.learning_rate == args.learning_rate
     assert args.strategy is strategy
-    plain = TrainingArguments(output_dir=str(tmp_path), strategy="ddp")
-    assert picklable_args(plain) is plain
+    plain = hf_args_for_saving(TrainingArguments(output_dir=str(tmp_path), strategy="ddp"))
+    assert type(plain) is transformers.TrainingArguments and plain.strategy == "ddp"
