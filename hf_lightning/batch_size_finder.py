@@ -8,7 +8,7 @@ gradient_accumulation_steps`, by trading accumulation steps for batch size:
 
 * `"power"`: double the micro-batch until a trial runs out of memory, keep the last size that fitted;
 * `"binsearch"`: double until out of memory, then bisect between the last fit and the first failure, and keep
-  `margin` (5 %) of headroom, as Lightning's finder does.
+  `margin` (5 %) of headroom below that limit, as Lightning's finder does.
 
 Each trial runs `steps_per_trial` optimiser steps of the real job at that micro-batch (no accumulation: one
 micro-batch is what has to fit, optimiser state included) through `tuning.trial_run`, which restores the model,
@@ -118,7 +118,7 @@ def scale_batch_size(
     if not fitted:
         raise RuntimeError(f"scale_batch_size: no micro-batch fits in memory (tried {sorted(fits)}).")
     best = max(fitted)
-    if mode == "binsearch" and margin > 0:
+    if mode == "binsearch" and margin > 0 and not all(fits.values()):  # headroom below a memory limit that was hit
         best = max(1, int(best * (1 - margin)))
     per_device = _largest_divisor_at_most(effective, best)
     return BatchSizeResult(best, per_device, effective // per_device, effective, fits)

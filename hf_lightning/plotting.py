@@ -1,4 +1,4 @@
-"""Training curves from `trainer.state.log_history`: losses, learning rate and eval metrics against step.
+"""Training curves from `trainer.state.log_history`: losses, learning rate, eval metrics (and throughput) by step.
 
 matplotlib is an optional extra (`pip install 'hf_lightning[plot]'`) and is imported only when a plot is drawn, so
 `import hf_lightning` stays light. The figure is built with `matplotlib.figure.Figure` (no pyplot): it needs no GUI
@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 # log_history keys that are bookkeeping, not curves worth a panel.
 _NOT_METRICS = {"epoch", "step", "runtime", "samples_per_second", "steps_per_second", "total_flos", "num_tokens"}
 _TRAIN_SUMMARY = "train_runtime"  # the row HF appends at the end of train(); its train_loss is an average
+# `log_throughput` (hf_lightning.throughput): drawn when the training logs have them.
+_THROUGHPUT_PANELS = [
+    ("samples / s", [("samples_per_second", "samples/s")]),
+    ("tokens / s", [("tokens_per_second", "tokens/s")]),
+    ("model FLOPs utilisation", [("mfu", "MFU")]),
+]
 
 
 def _series(log_history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -51,10 +57,14 @@ def _eval_metric_names(log_history: list[dict[str, Any]]) -> list[str]:
 
 def _panels(log_history: list[dict[str, Any]]) -> list[tuple[str, list[tuple[str, str]]]]:
     """(title, [(log key, legend)]) for each panel that has data."""
-    panels = [
-        ("loss", [("loss", "train"), ("eval_loss", "eval")]),
-        ("learning rate", [("learning_rate", "learning rate")]),
-    ] + [(name.removeprefix("eval_"), [(name, name)]) for name in _eval_metric_names(log_history)]
+    panels = (
+        [
+            ("loss", [("loss", "train"), ("eval_loss", "eval")]),
+            ("learning rate", [("learning_rate", "learning rate")]),
+        ]
+        + [(name.removeprefix("eval_"), [(name, name)]) for name in _eval_metric_names(log_history)]
+        + _THROUGHPUT_PANELS
+    )
     return [(label, keys) for label, keys in panels if any(_series(log_history, key)[0] for key, _ in keys)]
 
 
@@ -70,7 +80,8 @@ def plot_history(
     save_path: str | os.PathLike | None = None,
     title: str | None = None,
 ) -> Figure:
-    """Draw train/eval loss, learning rate and every eval metric of `log_history` against the global step.
+    """Draw train/eval loss, learning rate, every eval metric and the throughput (`log_throughput`: samples/s, tokens/s,
+    MFU) of `log_history` against the global step.
 
     `log_history` is `trainer.state.log_history` (or a `trainer_state.json`'s). Panels with no data are left out.
     Returns the `matplotlib.figure.Figure`; with `save_path` it is also written there (PNG by default).

@@ -212,6 +212,7 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
         self.lightning_trainer: pl.Trainer | None = None
         self.lightning_module: HFLightningModule | None = None
         self.throughput_meter: ThroughputMeter | None = None
+        self.lr_find_result: LRFinderResult | None = None  # `auto_lr_find`'s range test (its curve, its suggestion)
         self.accelerator = LightningAccelerator(self)
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
         if getattr(self.model, "config", None) is not None:
@@ -631,7 +632,7 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
 
     def _apply_lr_find(self) -> None:
         """`auto_lr_find`: run the range test (with `lr_find_kwargs`) and train with its suggestion."""
-        result = self.lr_find(**(self.args.lr_find_kwargs or {}))
+        result = self.lr_find_result = self.lr_find(**(self.args.lr_find_kwargs or {}))
         if result.suggestion is None:
             logger.warning(
                 "auto_lr_find: no suggestion (too few points); learning_rate stays %s.", self.args.learning_rate

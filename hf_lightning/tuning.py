@@ -197,7 +197,7 @@ def trial_run(trainer: Any) -> Iterator[tuple[TrialLoop, str]]:
     optimizer_state = copy.deepcopy(user_optimizer.state_dict()) if user_optimizer is not None else None
     # Inside `train()` (`auto_lr_find`, `auto_scale_batch_size`) activation checkpointing and NEFTune are already on.
     set_up_here = not trainer.is_in_train
-    was_checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
+    was_checkpointing = bool(getattr(model, "is_activation_checkpointing", False))
     if set_up_here:
         enable_activation_checkpointing(model, args)
     alpha = trainer.neftune_noise_alpha
@@ -210,9 +210,10 @@ def trial_run(trainer: Any) -> Iterator[tuple[TrialLoop, str]]:
         shutil.rmtree(root_dir, ignore_errors=True)
         if neftune is not None:
             deactivate_neftune(model, neftune)
-        turned_on = set_up_here and args.activation_checkpointing and not was_checkpointing
-        if turned_on and hasattr(model, "gradient_checkpointing_disable"):
-            model.gradient_checkpointing_disable()
+        if set_up_here and args.activation_checkpointing and not was_checkpointing:
+            disable = getattr(model, "activation_checkpointing_disable", None)
+            if disable is not None:
+                disable()
         if user_optimizer is not None:
             user_optimizer.load_state_dict(optimizer_state)
         for name, value in saved_attributes.items():

@@ -62,9 +62,10 @@ def test_binsearch_with_lightnings_margin_then_a_divisor_of_the_effective_batch(
 
 def test_never_above_the_effective_batch_and_down_when_the_start_does_not_fit(tmp_path) -> None:
     roomy = trainer_for(tmp_path / "roomy", per_device_train_batch_size=4, gradient_accumulation_steps=2)
-    result = roomy.scale_batch_size("power")
-    assert result.trials == {4: True, 8: True}  # 8 is the effective batch: larger could not keep it
-    assert (result.per_device_train_batch_size, result.gradient_accumulation_steps) == (8, 1)
+    for mode in ("power", "binsearch"):  # no memory limit met: no margin below it either
+        result = roomy.scale_batch_size(mode)
+        assert result.trials == {4: True, 8: True}  # 8 is the effective batch: larger could not keep it
+        assert (result.per_device_train_batch_size, result.gradient_accumulation_steps) == (8, 1)
     tight = trainer_for(tmp_path / "tight", limit=5, per_device_train_batch_size=16, gradient_accumulation_steps=1)
     result = tight.scale_batch_size("power")
     assert result.trials == {16: False, 8: False, 4: True}

@@ -68,8 +68,15 @@ def test_bbc_news_loader():
 
 @needs_demo_assets
 def test_text_classification_smoke(tmp_path):
-    stdout = _smoke("text_classification.py", tmp_path, max_train_samples=16, max_eval_samples=8, max_length=32)
+    """Also with the Lightning extras on the command line: the LR finder (a short sweep) and throughput logging."""
+    extras = dict(auto_lr_find=True, lr_find_kwargs='{"num_training": 14}', log_throughput=True)
+    stdout = _smoke(
+        "text_classification.py", tmp_path, max_train_samples=16, max_eval_samples=8, max_length=32, **extras
+    )
     _search(stdout, r"accuracy \d\.\d{4}, macro F1 \d\.\d{4}")
+    _search(stdout, r"Learning rate [0-9.e+-]+, suggested by the range test")
+    _search(stdout, r"'samples_per_second': '\d")
+    assert (tmp_path / "lr_find.png").is_file()
 
 
 @needs_demo_assets

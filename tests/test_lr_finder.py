@@ -84,6 +84,21 @@ def test_the_curve_one_point_per_optimiser_step(tmp_path) -> None:
     assert result.suggestion in result.lrs  # Lightning skips the first 10 points and the last one
 
 
+def test_activation_checkpointing_is_on_for_the_sweep_only(tmp_path) -> None:
+    """Like `train()`, the sweep runs with `activation_checkpointing`; it leaves the model as it found it."""
+    model = tiny_bert()
+    seen = []
+
+    class Probe(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            seen.append(model.is_activation_checkpointing)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    trainer = trainer_for(tmp_path, model=model, trainer_cls=Probe, activation_checkpointing=True)
+    trainer.lr_find(num_training=3)
+    assert seen == [True] * 3 and not model.is_activation_checkpointing
+
+
 def test_a_user_optimizer_gets_its_state_back(tmp_path) -> None:
     model = tiny_bert()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
@@ -116,7 +131,7 @@ def test_auto_lr_find_trains_with_the_suggestion(tmp_path, caplog) -> None:
     suggestion = trainer_for(tmp_path / "probe").lr_find(num_training=20).suggestion
     with caplog.at_level("WARNING", logger="hf_lightning"):
         trainer.train()
-    assert suggestion is not None and trainer.args.learning_rate == suggestion
+    assert suggestion is not None and trainer.args.learning_rate == suggestion == trainer.lr_find_result.suggestion
     assert "auto_lr_find: learning_rate 0.001 ->" in caplog.text
     assert train_logs(trainer)[0]["learning_rate"] == suggestion
     # Too short a sweep for Lightning to suggest anything (it skips the first 10 points): the rate stays.

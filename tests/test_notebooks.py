@@ -74,6 +74,8 @@ def test_quickstart_notebook(tmp_path):
     assert predict_text.count("(true:") == 8
     _, plot_data = _outputs(_cell(nb, "plot_history("))
     assert "image/png" in plot_data
+    lr_text, lr_data = _outputs(_cell(nb, "trainer.lr_find("))  # the range-test curve, drawn inline
+    assert "image/png" in lr_data and "suggested learning rate:" in lr_text
 
 
 @needs_jupyter

@@ -41,6 +41,16 @@ def test_panels_and_series():
     assert lines["accuracy"] == [([2, 4], [0.4, 0.7])]
 
 
+def test_throughput_panels_when_logged():
+    rows = [
+        {"loss": 1.2, "samples_per_second": 10.0, "tokens_per_second": 80.0, "epoch": 0.5, "step": 2},
+        {"loss": 0.9, "samples_per_second": 12.0, "tokens_per_second": 96.0, "epoch": 1.0, "step": 4},
+    ]
+    lines = _lines(plot_history(rows))
+    assert list(lines) == ["loss", "samples / s", "tokens / s"]  # no MFU on a CPU, so no panel
+    assert lines["tokens / s"] == [([2, 4], [80.0, 96.0])]
+
+
 def test_save_path_writes_png(tmp_path):
     path = tmp_path / "sub" / "history.png"
     fig = plot_history(LOG_HISTORY, save_path=path, title="run")
