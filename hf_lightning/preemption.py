@@ -192,12 +192,18 @@ class PreemptionHandler(TrainerCallback):
     def _request(self) -> None:
         self.requested = True
 
-    def _requested_on_any_rank(self) -> bool:
+    def _agreed_request(self) -> int | None:
+        """The signal a checkpoint was requested for, on this process or on any other (the largest signal number
+        when they differ), so every rank acts at the same step; None when no rank asked."""
+        local = self.signum if self.requested else None
         lightning = self.trainer.lightning_trainer
         if lightning is None or lightning.world_size <= 1:
-            return self.requested
-        flag = torch.tensor(float(self.requested), device=lightning.strategy.root_device)
-        return bool(lightning.strategy.reduce(flag, reduce_op="sum").item() > 0)
+            return local
+        from torch.distributed import ReduceOp
+
+        value = torch.tensor(float(local or 0), device=lightning.strategy.root_device)
+        agreed = int(lightning.strategy.reduce(value, reduce_op=ReduceOp.MAX).item())
+        return agreed or None
 
     # ---- HF events ---------------------------------------------------------------------------------------
 
@@ -206,7 +212,9 @@ class PreemptionHandler(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """A requested checkpoint is saved by the loop at this step, after its log and evaluation; training stops."""
-        if self.checkpoint is None and not self._due and self._requested_on_any_rank():
+        signum = self._agreed_request() if self.checkpoint is None and not self._due else None
+        if signum is not None:
+            self.signum = self.signum if self.signum is not None else signum  # asked on another rank
             self._due = True
             control.should_save = True
             control.should_training_stop = True

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from helpers import ToyClassification, assert_same_weights, make_args, tiny_bert, trainer_classes
 from transformers import TrainerCallback
 
@@ -338,3 +339,78 @@ def test_external_sigterm_and_sigkill_mid_save(reference, tmp_path) -> None:
         resumed = job(tmp_path / mode, checkpoint_on_preemption=True, save_strategy="steps", save_steps=2)
         resumed.train()
         assert_resumed_identically(reference, resumed)
+
+
+# ---- several processes: the ranks agree on the step ---------------------------------------------------------------
+
+
+class SignalOnRank(SignalAt):
+    """SIGTERM to one rank only: the others learn of it through the step-end reduction."""
+
+    def __init__(self, step: int, rank: int) -> None:
+        super().__init__(step, signal.SIGTERM)
+        self.rank = rank
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if args.process_index == self.rank:
+            super().on_step_begin(args, state, control, **kwargs)
+
+
+def _ddp_rank(port: int, out: str, rank: int) -> None:
+    from accelerate.state import AcceleratorState, PartialState
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
+    )
+    os.environ["NODE_RANK"] = "0"
+    AcceleratorState._reset_state(True)  # the forked copy of the parent's single-process state
+    PartialState._reset_state()
+    trainer = job(
+        out,
+        [SignalOnRank(step=2, rank=1)],
+        checkpoint_on_preemption=True,
+        strategy="ddp",
+        devices=2,
+        ddp_backend="gloo",
+        per_device_train_batch_size=2,
+    )
+    try:
+        trainer.train()
+    except TrainingPreempted as stop:
+        record = {"code": stop.code, "checkpoint": stop.checkpoint, "step": trainer.state.global_step}
+        Path(out, f"rank{rank}.json").write_text(json.dumps(record))
+        raise
+
+
+def ddp_driver(root: str) -> None:
+    """Subprocess entry: fork the two ranks before anything has trained in this process."""
+    import multiprocessing
+
+    from helpers import free_port
+
+    ctx = multiprocessing.get_context("fork")
+    port = free_port()
+    procs = [ctx.Process(target=_ddp_rank, args=(port, root, rank)) for rank in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+        if p.exitcode is None:
+            p.kill()
+    Path(root, "exitcodes.json").write_text(json.dumps([p.exitcode for p in procs]))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_ddp_ranks_checkpoint_at_the_same_step_when_one_is_signalled(tmp_path) -> None:
+    code = f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_preemption as t; "
+    code += "t.ddp_driver(sys.argv[1])"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    exits = json.loads((tmp_path / "exitcodes.json").read_text())
+    assert exits == [128 + signal.SIGTERM] * 2, result.stderr.decode()[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1] == {"code": 143, "checkpoint": str(tmp_path / "checkpoint-3"), "step": 3}
+    assert (tmp_path / "checkpoint-3" / "trainer_state.json").is_file()
+    assert json.loads((tmp_path / MARKER_NAME).read_text())["checkpoint"] == "checkpoint-3"
