@@ -6,7 +6,9 @@ with a `strategy`. `build_strategy` turns the first into the second, so the HF a
 * DDP (`strategy="ddp"`, its registered variants, or "auto" on several processes): `ddp_backend`, `ddp_timeout`,
   `ddp_find_unused_parameters` (HF's default: True unless activation checkpointing), `ddp_bucket_cap_mb`,
   `ddp_broadcast_buffers`, `ddp_static_graph` become `DDPStrategy` arguments. In a notebook the process start
-  method is "fork" (Lightning's `ddp_notebook`): the other launchers cannot run from an interactive session.
+  method is "fork" (Lightning's `ddp_notebook`): the other launchers cannot run from an interactive session. Under
+  a launcher that already started the processes (torchrun, SLURM, `hf_lightning.launchers`) Lightning starts none,
+  whatever the name (`ddp_start_method`).
 * FSDP (`fsdp=True` / `fsdp_config`, or `strategy="fsdp"`): sharding, auto-wrap policy (from
   `transformer_layer_cls_to_wrap`, else the model's `_no_split_modules`), CPU offload, activation checkpointing,
   prefetching and state-dict type become `FSDPStrategy` arguments. The HF model itself is wrapped
@@ -41,12 +43,14 @@ from hf_lightning.deepspeed_integration import (
     deepspeed_strategy_config,
     load_deepspeed_config,
 )
+from hf_lightning.process_environment import ProcessEnvironment, lightning_devices, lightning_num_nodes
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "HFDeepSpeedStrategy",
     "build_strategy",
+    "ddp_start_method",
     "ddp_strategy_kwargs",
     "deepspeed_batch_config",
     "deepspeed_config",
@@ -58,6 +62,7 @@ __all__ = [
     "load_deepspeed_config",
     "shard_hf_model",
     "strategy_family",
+    "uses_ddp",
 ]
 
 _HF_DEFAULT_DDP_TIMEOUT = 1800
@@ -118,8 +123,8 @@ def _hf_ddp_args_given(args: Any) -> bool:
 
 
 def expected_processes(args: Any) -> int:
-    """How many processes the run will have (devices x nodes, or the launcher's `WORLD_SIZE`)."""
-    devices = args.devices
+    """How many processes the run will have (devices x nodes, or the launcher's world: torchrun, SLURM ...)."""
+    devices = lightning_devices(args)
     if isinstance(devices, list):
         per_node = len(devices)
     elif isinstance(devices, int) and devices > 0:
@@ -128,7 +133,7 @@ def expected_processes(args: Any) -> int:
         per_node = 1
     else:
         per_node = torch.cuda.device_count()
-    return max(per_node * args.num_nodes, int(os.environ.get("WORLD_SIZE", 1)))
+    return max(per_node * lightning_num_nodes(args), ProcessEnvironment.detect().world_size)
 
 
 def ddp_strategy_kwargs(args: Any, model: nn.Module | None = None) -> dict[str, Any]:
@@ -156,15 +161,44 @@ def ddp_strategy_kwargs(args: Any, model: nn.Module | None = None) -> dict[str, 
     return kwargs
 
 
+def uses_ddp(args: Any) -> bool:
+    """Whether `build_strategy` gives DDP for `args`: a DDP name or object, or "auto" on several processes."""
+    family = strategy_family(args)
+    return family == "ddp" or (family == "auto" and expected_processes(args) > 1)
+
+
+def ddp_start_method(args: Any) -> str | None:
+    """How the processes of the DDP run that `args` describe are started: "popen" (Lightning re-runs the script for
+    the other ranks, or a launcher such as torchrun or SLURM already started them), or "spawn" / "fork" / "forkserver"
+    (Lightning's `_MultiProcessingLauncher` starts them from inside `fit`: `ddp_spawn`, `ddp_fork`, `ddp_notebook`,
+    and any DDP in a notebook, where only forked workers can start). None when the strategy is not DDP.
+
+    A DDP name's own start method (Lightning's registry) is kept, except where the processes already exist: starting
+    more from each of them would multiply the world."""
+    if not uses_ddp(args):
+        return None
+    strategy = args.strategy
+    if not isinstance(strategy, str):  # a DDPStrategy object keeps what it was built with (Lightning keeps no public
+        return getattr(strategy, "_start_method", "popen")  # accessor for it)
+    name = strategy if strategy != "auto" else "ddp"
+    requested = _registry_entry(name)[1].get("start_method", "popen")
+    if ProcessEnvironment.detect().processes_exist:
+        if requested != "popen":
+            logger.info("The processes were started by a launcher: %r starts no more of them.", name)
+        return "popen"
+    if is_interactive() and requested in ("popen", "spawn", "forkserver"):
+        logger.info("Interactive session: DDP workers are forked (Lightning's 'ddp_notebook') instead of %r.", name)
+        return "fork"
+    return requested
+
+
 def _ddp_strategy(args: Any, model: nn.Module | None) -> Any:
     from lightning.pytorch.strategies import DDPStrategy
 
     name = args.strategy if isinstance(args.strategy, str) and args.strategy != "auto" else "ddp"
     kwargs = ddp_strategy_kwargs(args, model)
-    kwargs.update(_registry_entry(name)[1])  # a name's own choices (start method, find_unused_...) win
-    if is_interactive() and kwargs.get("start_method") in ("popen", "spawn", "forkserver"):
-        logger.info("Interactive session: DDP workers are forked (Lightning's 'ddp_notebook') instead of %r.", name)
-        kwargs["start_method"] = "fork"
+    kwargs.update(_registry_entry(name)[1])  # a name's own choices (find_unused_parameters ...) win
+    kwargs["start_method"] = ddp_start_method(args)
     return DDPStrategy(**kwargs)
 
 
@@ -340,7 +374,7 @@ def build_strategy(args: Any, model: nn.Module | None = None) -> Any:
                 type(strategy).__name__,
             )
         return strategy
-    if family == "ddp" or (family == "auto" and expected_processes(args) > 1):
+    if uses_ddp(args):
         return _ddp_strategy(args, model)
     if family == "fsdp":
         from lightning.pytorch.strategies import FSDPStrategy

@@ -12,7 +12,6 @@ Every field of `transformers.TrainingArguments` keeps its name, default and vali
 import copy
 import dataclasses
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
@@ -28,6 +27,7 @@ from transformers.training_args import OptimizerNames, ParallelMode
 from hf_lightning.accelerator_config import apply_gradient_accumulation_kwargs, refuse_configured_state
 from hf_lightning.argument_types import check_string_values
 from hf_lightning.field_accounting import refuse_unsupported
+from hf_lightning.process_environment import ProcessEnvironment, accelerate_wants_cpu
 
 __all__ = ["TrainingArguments", "lightning_accelerator", "lightning_precision", "to_hf_lightning_args"]
 
@@ -239,7 +239,7 @@ class TrainingArguments(transformers.TrainingArguments):
         self.distributed_state = None
         if isinstance(self.accelerator_config, AcceleratorConfig):
             refuse_configured_state(self.accelerator_config.pop("use_configured_state", False))
-        on_cpu = self.use_cpu or not torch.cuda.is_available() or self.accelerator == "cpu"
+        on_cpu = self.use_cpu or accelerate_wants_cpu() or not torch.cuda.is_available() or self.accelerator == "cpu"
         self._n_gpu = 0 if on_cpu else 1
         if on_cpu:
             return torch.device("cpu")
@@ -248,15 +248,15 @@ class TrainingArguments(transformers.TrainingArguments):
         return device
 
     def _process_info(self) -> tuple[int, int, int]:
-        """(world size, global rank, local rank): as the Lightning trainer set them, else the launcher's env."""
+        """(world size, global rank, local rank): as the Lightning trainer set them, else the process group's, else
+        the launcher's (torchrun, SLURM ...: `hf_lightning.process_environment`)."""
         info = getattr(self, "_lightning_processes", None)
         if info is not None:
             return info
+        env = ProcessEnvironment.detect()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            local = int(os.environ.get("LOCAL_RANK", 0))
-            return torch.distributed.get_world_size(), torch.distributed.get_rank(), local
-        env = os.environ
-        return int(env.get("WORLD_SIZE", 1)), int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0))
+            return torch.distributed.get_world_size(), torch.distributed.get_rank(), env.local_rank
+        return env.world_size, env.rank, env.local_rank
 
     @property
     def world_size(self) -> int:
@@ -568,8 +568,9 @@ def rebuild_args(args: transformers.TrainingArguments, cls: type[TrainingArgumen
 
 
 def lightning_accelerator(args: transformers.TrainingArguments) -> Any:
-    """The Lightning `accelerator`: "cpu" when `use_cpu` is set, else `args.accelerator` (default "auto")."""
-    if args.use_cpu:
+    """The Lightning `accelerator`: "cpu" when `use_cpu` is set (or `accelerate launch --cpu` set
+    `ACCELERATE_USE_CPU`, which transformers honours), else `args.accelerator` (default "auto")."""
+    if args.use_cpu or accelerate_wants_cpu():
         return "cpu"
     return getattr(args, "accelerator", "auto")
 
@@ -585,8 +586,11 @@ def _runs_on_cpu(args: transformers.TrainingArguments) -> bool:
 
 def lightning_precision(args: transformers.TrainingArguments) -> str:
     """The Lightning `precision`: `args.precision`, else "16-mixed" (fp16; "32-true" on CPU, as transformers does),
-    "bf16-mixed" (bf16) or "32-true"."""
+    "bf16-mixed" (bf16), else what `accelerate launch --mixed_precision` asked for (HF reads it into
+    `args.mixed_precision`), else "32-true"."""
     precision = getattr(args, "precision", None)
+    launched = getattr(args, "mixed_precision", "no")  # HF: ACCELERATE_MIXED_PRECISION, then fp16 / bf16
+    fp16 = args.fp16 or launched == "fp16"
     if precision is not None:
         precision = _normalise_precision(precision)
         if precision == "16-mixed" and _runs_on_cpu(args):
@@ -595,7 +599,7 @@ def lightning_precision(args: transformers.TrainingArguments) -> str:
                 "would silently switch to bf16. Use 'bf16-mixed' or '32-true' (with `fp16`=True and no `precision`, "
                 "a CPU run trains in fp32, as transformers does)."
             )
-    elif args.fp16 and _runs_on_cpu(args):
+    elif fp16 and _runs_on_cpu(args):
         # accelerate enables fp16 autocast and loss scaling only off the CPU: transformers.Trainer trains in fp32.
         warnings.warn(
             "`fp16`=True but the run is on CPU (`use_cpu` or no CUDA), which has no fp16 mixed precision: training "
@@ -604,10 +608,15 @@ def lightning_precision(args: transformers.TrainingArguments) -> str:
             stacklevel=2,
         )
         precision = "32-true"
-    elif args.fp16:
+    elif fp16:
         precision = "16-mixed"
-    elif args.bf16:
+    elif args.bf16 or launched == "bf16":
         precision = "bf16-mixed"
+    elif launched not in ("no", None):
+        raise ValueError(
+            f"`accelerate launch --mixed_precision {launched}` (ACCELERATE_MIXED_PRECISION) is not supported; use "
+            "`bf16`/`fp16` or a Lightning `precision` (e.g. 'transformer-engine')."
+        )
     else:
         precision = "32-true"
     return precision

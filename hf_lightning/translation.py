@@ -14,6 +14,7 @@ from typing import Any
 
 from lightning.pytorch.profilers import PassThroughProfiler
 
+from hf_lightning.process_environment import accelerate_launch_refusals, lightning_devices, lightning_num_nodes
 from hf_lightning.strategies import build_strategy
 from hf_lightning.training_args import lightning_accelerator, lightning_precision
 
@@ -42,8 +43,8 @@ def _profiler(args: Any) -> Any:
 
 TRANSLATION: list[tuple[str, Callable[[Any], Any], str]] = [
     ("accelerator", lightning_accelerator, "`use_cpu` forces 'cpu'; else the `accelerator` field ('auto')"),
-    ("devices", lambda a: a.devices, "`devices` field ('auto' = every visible device)"),
-    ("num_nodes", lambda a: a.num_nodes, "`num_nodes` field"),
+    ("devices", lightning_devices, "`devices` field ('auto': the launcher's processes per node, else every device)"),
+    ("num_nodes", lightning_num_nodes, "`num_nodes` field (1: the launcher's node count, e.g. torchrun, SLURM)"),
     ("strategy", build_strategy, "`strategy` / `fsdp` / `deepspeed` / `ddp_*` (see `hf_lightning.strategies`)"),
     ("precision", lightning_precision, "`precision` field, else fp16 -> '16-mixed', bf16 -> 'bf16-mixed', '32-true'"),
     ("plugins", lambda a: a.plugins, "`plugins` field"),
@@ -69,7 +70,11 @@ def lightning_trainer_kwargs(
 ) -> dict[str, Any]:
     """Evaluate the table for `args` (`model` informs the strategy: DDP's unused-parameter default, FSDP's wrap
     policy); `args.lightning_trainer_kwargs` override rows, except `callbacks` and `logger`, which are added to
-    `callbacks` / `loggers` (the Trainer's Lightning callbacks and `report_to` loggers)."""
+    `callbacks` / `loggers` (the Trainer's Lightning callbacks and `report_to` loggers). What `accelerate launch`
+    asked for through the environment but hf_lightning only takes from the arguments is refused here."""
+    refused = accelerate_launch_refusals(args)
+    if refused:
+        raise ValueError("Not taken from the environment: " + "; ".join(refused) + ".")
     kwargs = {
         name: (build_strategy(args, model) if value is build_strategy else value(args))
         for name, value, _ in TRANSLATION
