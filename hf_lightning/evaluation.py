@@ -277,6 +277,11 @@ class EvaluationMixin:
                 return model.to(dtype=torch.bfloat16, device=device)
         return model.to(device)
 
+    def _mark_model_prepared(self) -> None:
+        """The model was trained in processes this one started (`hf_lightning.launchers`): as after a `train()`
+        here, evaluation does not count a model preparation."""
+        self._eval_model_prepared = True
+
     def evaluation_loop(
         self,
         dataloader: torch.utils.data.DataLoader,

@@ -34,7 +34,10 @@ from datetime import timedelta
 from typing import Any
 
 import torch
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from torch import nn
+from typing_extensions import override
 
 from hf_lightning.deepspeed_integration import (
     HFDeepSpeedStrategy,
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "HFDeepSpeedStrategy",
+    "LaunchedDDPStrategy",
     "build_strategy",
     "ddp_start_method",
     "ddp_strategy_kwargs",
@@ -192,13 +196,32 @@ def ddp_start_method(args: Any) -> str | None:
     return requested
 
 
-def _ddp_strategy(args: Any, model: nn.Module | None) -> Any:
-    from lightning.pytorch.strategies import DDPStrategy
+class _LauncherInStartedProcesses(_SubprocessScriptLauncher):
+    """Lightning's script launcher where the processes already exist: it checks the launcher's world against
+    `devices` x `num_nodes` and sets the threads per process, and starts nothing, so it runs in an interactive
+    session too (the forked workers of a notebook's DDP, which Lightning would refuse a script launcher)."""
 
+    @property
+    @override
+    def is_interactive_compatible(self) -> bool:
+        return True
+
+
+class LaunchedDDPStrategy(DDPStrategy):
+    """`DDPStrategy` in processes a launcher already started (torchrun, SLURM, `hf_lightning.launchers`)."""
+
+    @override
+    def _configure_launcher(self) -> None:
+        self._launcher = _LauncherInStartedProcesses(self.cluster_environment, self.num_processes, self.num_nodes)
+
+
+def _ddp_strategy(args: Any, model: nn.Module | None) -> Any:
     name = args.strategy if isinstance(args.strategy, str) and args.strategy != "auto" else "ddp"
     kwargs = ddp_strategy_kwargs(args, model)
     kwargs.update(_registry_entry(name)[1])  # a name's own choices (find_unused_parameters ...) win
     kwargs["start_method"] = ddp_start_method(args)
+    if ProcessEnvironment.detect().processes_exist:
+        return LaunchedDDPStrategy(**kwargs)
     return DDPStrategy(**kwargs)
 
 

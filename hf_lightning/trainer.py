@@ -76,6 +76,7 @@ from hf_lightning.features import (
 from hf_lightning.host_memory import keep_freed_host_memory
 from hf_lightning.hp_search import HyperparameterSearchMixin
 from hf_lightning.hub import HubMixin
+from hf_lightning.launchers import starts_processes, train_in_started_processes
 from hf_lightning.legacy_signatures import adapt_legacy_overrides
 from hf_lightning.log_output import log_training_start, quiet_lightning, without_lightning_frames
 from hf_lightning.loop import TrainingLoopMixin
@@ -585,6 +586,13 @@ class Trainer(HyperparameterSearchMixin, TrainingLoopMixin, EvaluationMixin, Che
             resume_from_checkpoint = pending_resume(self.args.output_dir)  # left by a preempted run of this output_dir
         if resume_from_checkpoint is False:
             resume_from_checkpoint = None
+        if starts_processes(self.args):  # ddp_spawn, ddp_fork, a notebook's DDP: train() runs in the started ones
+            return train_in_started_processes(
+                self,
+                resume_from_checkpoint=resume_from_checkpoint,
+                trial=trial,
+                ignore_keys_for_eval=ignore_keys_for_eval,
+            )
         self._memory_tracker.start_stage("train")
         args = self.args
         self.is_in_train = True

@@ -26,7 +26,7 @@ from hf_lightning.process_environment import (
     lightning_num_nodes,
     slurm_launched,
 )
-from hf_lightning.strategies import build_strategy, ddp_start_method
+from hf_lightning.strategies import LaunchedDDPStrategy, build_strategy, ddp_start_method
 from hf_lightning.training_args import lightning_accelerator, lightning_precision
 from hf_lightning.translation import lightning_trainer_kwargs
 
@@ -131,6 +131,8 @@ def test_torchrun_with_hf_arguments_only_builds_a_two_process_ddp_trainer(tmp_pa
     trainer = pl.Trainer(**kwargs)
     assert (trainer.world_size, trainer.global_rank, trainer.local_rank) == (2, 1, 1)
     assert type(trainer.strategy.cluster_environment).__name__ == "TorchElasticEnvironment"
+    # Lightning's script launcher, which starts nothing here and so is accepted in a notebook's forked workers too
+    assert isinstance(trainer.strategy, LaunchedDDPStrategy) and trainer.strategy.launcher.is_interactive_compatible
 
 
 def test_slurm_two_nodes_build_a_four_process_trainer(tmp_path: Path, launched: Any) -> None:
@@ -177,7 +179,8 @@ def test_start_methods(tmp_path: Path, launched: Any, monkeypatch: pytest.Monkey
     for name in ("ddp_spawn", "ddp_fork", "ddp_notebook", "auto"):
         args = make_args(tmp_path, strategy=name)
         assert ddp_start_method(args) == "popen", name
-        assert build_strategy(args, tiny_bert())._start_method == "popen", name
+        strategy = build_strategy(args, tiny_bert())
+        assert isinstance(strategy, LaunchedDDPStrategy) and strategy._start_method == "popen", name
     from lightning.fabric.utilities import imports
 
     launched({})
