@@ -2,8 +2,11 @@
 
     # one machine, 2 CPU processes over gloo (Lightning starts the second process itself)
     python examples/distributed_training.py --strategy ddp --devices 2 --use_cpu --ddp_backend gloo
-    # the same, launched by torchrun (Lightning sees the launcher's environment and starts nothing)
-    torchrun --nproc_per_node 2 examples/distributed_training.py --strategy ddp --devices 2 --use_cpu
+    # the same, launched by torchrun or accelerate with HF's arguments only: the world comes from the launcher
+    torchrun --nproc_per_node 2 examples/distributed_training.py --use_cpu
+    accelerate launch --multi_gpu --num_processes 2 examples/distributed_training.py --use_cpu
+    # Lightning's launcher that starts the workers from inside fit; the results come back to this process
+    python examples/distributed_training.py --strategy ddp_spawn --devices 2 --use_cpu
     # two nodes: run on each node, with its --node_rank (torchrun sets NODE_RANK, MASTER_ADDR/PORT)
     torchrun --nnodes 2 --node_rank 0 --master_addr HOST0 --master_port 29500 --nproc_per_node 4 \
         examples/distributed_training.py --strategy ddp --num_nodes 2 --devices 4
@@ -81,9 +84,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     result = trainer.train()
     trainer.save_model()
     if trainer.is_world_process_zero():
-        world = trainer.args.world_size
+        lightning = trainer.lightning_trainer  # None where ddp_spawn / ddp_fork trained in processes started here
+        run = f"strategy={type(lightning.strategy).__name__} world_size={lightning.world_size}" if lightning else ""
         print(
-            f"strategy={type(trainer.lightning_trainer.strategy).__name__} world_size={world} "
+            f"{run or f'strategy={args.strategy} (trained in started processes)'} "
             f"steps={result.global_step} train_loss={result.training_loss:.4f} saved={args.output_dir}"
         )
     return result.metrics

@@ -35,6 +35,7 @@ from torch import nn
 from transformers import TrainerControl, TrainerState
 from transformers.trainer_utils import TrainOutput
 
+from hf_lightning.log_output import quiet_lightning
 from hf_lightning.strategies import ddp_start_method
 from hf_lightning.translation import lightning_trainer_kwargs
 
@@ -177,7 +178,7 @@ def train_in_started_processes(trainer: LaunchedTrainer, **train_kwargs: Any) ->
             "rebuilt into. Pass its name instead (strategy='ddp_spawn', 'ddp_fork' or 'ddp_notebook'; HF's `ddp_*` "
             "arguments configure it), or launch with torchrun."
         )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_lightning():  # built for its launcher: the workers build their own
         warnings.filterwarnings("ignore", message=".*treespec.*")
         strategy = pl.Trainer(**lightning_trainer_kwargs(trainer.args, trainer.model)).strategy
     launcher = strategy.launcher
