@@ -191,7 +191,14 @@ def train_in_started_processes(trainer: LaunchedTrainer, **train_kwargs: Any) ->
         node_rank=environment.node_rank(),
         main_address=environment.main_address,
     )
-    path = launcher.launch(_train_in_worker, trainer, trainer.model, train_kwargs, processes)
+    port = os.environ.get("MASTER_PORT")
+    try:
+        path = launcher.launch(_train_in_worker, trainer, trainer.model, train_kwargs, processes)
+    finally:  # the launcher publishes its port to the workers through this process's environment: take it back
+        if port is None:
+            os.environ.pop("MASTER_PORT", None)
+        else:
+            os.environ["MASTER_PORT"] = port
     try:
         with open(path, "rb") as f:
             result = pickle.load(f)  # written by our own worker, just now

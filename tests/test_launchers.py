@@ -274,6 +274,14 @@ def assert_calling_process_has_the_results(trainer: Trainer, output: Any, refere
     assert abs(predictions - one.predict(ToyClassification(6, seed=2)).predictions).max() < 1e-5
 
 
+def test_the_calling_process_keeps_its_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning's launcher hands its port to the workers through the calling process's environment; a later run
+    (a notebook's next cell) picks a free port again instead of the one the last run may still hold."""
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    job("hfl", str(tmp_path), world=2, strategy="ddp_fork", devices=2, save_strategy="no", max_steps=1)
+    assert "MASTER_PORT" not in os.environ and "WORLD_SIZE" not in os.environ
+
+
 def test_ddp_spawn_returns_hf_results_to_the_calling_process(tmp_path: Path, reference: Reference) -> None:
     """Issue 17, item 4: under `ddp_spawn` every worker acted as rank 0 (both published each checkpoint, so the
     save failed), and with saving off this process got no `TrainOutput` and an empty state."""

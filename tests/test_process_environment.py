@@ -17,6 +17,7 @@ import torch
 from helpers import tiny_bert
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
+from lightning_utilities.core.rank_zero import rank_zero_only
 
 from hf_lightning import TrainingArguments
 from hf_lightning.process_environment import (
@@ -64,7 +65,10 @@ _LAUNCHER_VARIABLES = {*TORCHRUN, *ACCELERATE, *SLURM, *LIGHTNING_CHILD, "NODE_R
 
 @pytest.fixture
 def launched(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """`launched(variables)`: `os.environ` holds these launcher variables and no other (until the test ends)."""
+    """`launched(variables)`: `os.environ` holds these launcher variables and no other (until the test ends). A
+    `lightning.Trainer` built here sets Lightning's process-wide rank (rank 1 silences its rank-zero messages): it is
+    restored too."""
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
 
     def only(variables: dict[str, str]) -> None:
         for name in list(os.environ):
