@@ -109,6 +109,11 @@ def preemption_handler(trainer: Any) -> PreemptionHandler | None:
     """The handler `trainer.args` asks for (`checkpoint_on_preemption` or `enable_jit_checkpoint`), or None."""
     args = trainer.args
     if getattr(args, "checkpoint_on_preemption", False):
+        if args.save_only_model:
+            raise ValueError(
+                "`checkpoint_on_preemption` resumes from the checkpoint it writes, which needs the optimizer, "
+                "scheduler and RNG states that `save_only_model=True` leaves out: unset one of them."
+            )
         plugin = _slurm_plugin(args)
         requeue_signal = plugin.requeue_signal if plugin is not None else signal.SIGUSR1
         signals = tuple(dict.fromkeys([signal.SIGTERM, signal.SIGUSR1, requeue_signal]))

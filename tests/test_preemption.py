@@ -212,6 +212,11 @@ def test_marker_pointing_at_an_incomplete_checkpoint_falls_back(tmp_path, caplog
     assert pending_resume(str(tmp_path / "elsewhere")) is None
 
 
+def test_save_only_model_cannot_resume_so_it_is_refused(tmp_path) -> None:
+    with pytest.raises(ValueError, match="save_only_model"):
+        job(tmp_path, checkpoint_on_preemption=True, save_only_model=True)
+
+
 def test_off_by_default_nothing_installed(tmp_path) -> None:
     trainer = job(tmp_path)
     assert trainer.preemption is None
