@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.tuner import Tuner
+from typing_extensions import override
 
 from hf_lightning.module import HFLightningModule
 from hf_lightning.tuning import trial_lightning_trainer, trial_run
@@ -87,6 +88,7 @@ class _OneLossPerStep(pl.Callback):
     def __init__(self, gradient_accumulation_steps: int) -> None:
         self.gradient_accumulation_steps = gradient_accumulation_steps
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         trainer.accumulate_grad_batches = self.gradient_accumulation_steps
 

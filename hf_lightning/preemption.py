@@ -46,6 +46,7 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from typing_extensions import override
 
 logger = logging.getLogger(__name__)
 
@@ -212,9 +213,11 @@ class PreemptionHandler(TrainerCallback):
 
     # ---- HF events ---------------------------------------------------------------------------------------
 
+    @override
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.install()
 
+    @override
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """A requested checkpoint is saved by the loop at this step, after its log and evaluation; training stops."""
         signum = self._agreed_request() if self.checkpoint is None and not self._due else None
@@ -226,10 +229,12 @@ class PreemptionHandler(TrainerCallback):
             if self.exits and args.should_save:  # before the save: killed while saving, the next run still resumes
                 write_marker(args.output_dir, self._checkpoint_path(state), self.signum)
 
+    @override
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._due:
             self._written(args, state)
 
+    @override
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """The stop ends the epoch: no evaluation or save there once the checkpoint is written; when the step's save
         did not happen (`save_strategy="best"` and no new best), it happens here, without evaluating again."""

@@ -28,6 +28,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.throughput import Throughput, get_available_flops
+from typing_extensions import override
 
 __all__ = ["THROUGHPUT_KEYS", "ThroughputMeter"]
 
@@ -65,14 +66,17 @@ class ThroughputMeter(pl.Callback):
         self._last_total_flos = self.initial_total_flos
         self._counts_tokens: bool | None = None  # decided by the first batch: does it carry the main input?
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.available_flops = get_available_flops(trainer.strategy.root_device, _compute_dtype(trainer))
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._reset_counts()
         self._throughput = None
         self._world_size = trainer.world_size
 
+    @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
         # Counted when the batch starts: the HF log of a step happens inside its last micro-batch's `training_step`.
         if self._clock_started is None:
