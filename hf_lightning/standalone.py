@@ -46,6 +46,7 @@ from hf_lightning.data import AccumulationWindowLoader
 from hf_lightning.log_output import published_paths
 from hf_lightning.module import HFLightningModule
 from hf_lightning.strategies import full_optimizer_state_dict, full_state_dict, save_engine_checkpoint
+from hf_lightning.throughput import ThroughputMeter
 
 __all__ = ["HFCheckpoint", "StandaloneLoop", "StandaloneModule"]
 
@@ -77,11 +78,33 @@ class StandaloneModule(HFLightningModule):
             self._loop.load_state_dict(checkpoint[HF_STATE_KEY])
 
 
+# `TrainingArguments` switches that act around `hf_lightning.Trainer.train()`, and what a plain `lightning.Trainer` user
+# does instead.
+_FACADE_ONLY = {
+    "auto_lr_find": "run Lightning's `Tuner(trainer).lr_find(module, datamodule=...)` before `fit` (it sets "
+    "`module.learning_rate`)",
+    "auto_scale_batch_size": "run Lightning's `Tuner(trainer).scale_batch_size(module, datamodule=...)` before `fit` "
+    "(it sets `HFDataModule.batch_size`)",
+    "checkpoint_on_preemption": "use Lightning's SLURM auto-requeue (`SLURMEnvironment`; its `.ckpt` carries the HF "
+    "state) or `OnExceptionCheckpoint`",
+    "enable_jit_checkpoint": "use Lightning's SLURM auto-requeue (`SLURMEnvironment`) or `OnExceptionCheckpoint`",
+}
+
+
+def refuse_facade_only_fields(args: Any) -> None:
+    """A switch only `hf_lightning.Trainer` acts on, set for a plain `lightning.Trainer`, is an error naming what to
+    use there (it would otherwise be silently ignored)."""
+    for name, instead in _FACADE_ONLY.items():
+        if getattr(args, name, None):
+            raise ValueError(
+                f"`{name}` is acted on by `hf_lightning.Trainer`; with a plain `lightning.Trainer`, {instead}."
+            )
+
+
 class StandaloneLoop:
     """The `HFLoop` of an `HFLightningModule` trained by a plain `lightning.Trainer`."""
 
     model_wrapped = None
-    throughput_meter = None
 
     def __init__(
         self,
@@ -99,7 +122,11 @@ class StandaloneLoop:
                 "`push_to_hub=True` is pushed by `hf_lightning.Trainer`; with a plain `lightning.Trainer`, upload the "
                 "`HFCheckpoint` folders with `huggingface_hub.HfApi().upload_folder` (or use the facade)."
             )
+        refuse_facade_only_fields(self.args)
         self.compute_loss_func = compute_loss_func
+        self.throughput_meter = (
+            ThroughputMeter(getattr(model, "main_input_name", "input_ids")) if self.args.log_throughput else None
+        )
         self.state = TrainerState()
         self.control = TrainerControl()
         self.optimizer: torch.optim.Optimizer | None = None
@@ -228,6 +255,8 @@ class StandaloneLoop:
         if grad_norm is not None:
             logs["grad_norm"] = grad_norm.item() if isinstance(grad_norm, torch.Tensor) else float(grad_norm)
         logs["learning_rate"] = learning_rate
+        if self.throughput_meter is not None:  # `log_throughput` (no FLOPs: this loop does not count them)
+            logs.update(self.throughput_meter.measure(self.state.total_flos))
         self._tr_loss -= self._tr_loss
         self._last_logged = self.state.global_step
         self.module.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=False)

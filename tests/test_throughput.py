@@ -124,3 +124,40 @@ def test_a_resumed_run_counts_only_its_own_flops(tmp_path) -> None:
     non_embedding = resumed.model.num_parameters(exclude_embeddings=True)
     for entry in logs:
         assert entry["flops_per_second"] / entry["tokens_per_second"] == pytest.approx(6 * non_embedding)
+
+
+def test_plain_lightning_path_logs_the_rates(tmp_path) -> None:
+    """`HFLightningModule.from_args` in a user's `lightning.Trainer`: the rates join its HF logs and its logger."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    from hf_lightning import HFDataModule, HFLightningModule
+
+    args = make_args("hfl", str(tmp_path), per_device_train_batch_size=4, logging_steps=2, log_throughput=True)
+    module = HFLightningModule.from_args(tiny_bert(), args)
+    trainer = pl.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=CSVLogger(str(tmp_path), name="csv", version=""),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module, datamodule=HFDataModule(args, train_dataset=ToyClassification(20, seed=1)))
+    logs = [e for e in module._loop.state.log_history if "loss" in e]
+    assert [e["step"] for e in logs] == [2, 4]
+    for entry in logs:
+        assert entry["tokens_per_second"] / entry["samples_per_second"] == pytest.approx(SEQ_LEN)
+    with open(next(tmp_path.glob("**/metrics.csv"))) as f:
+        assert "train/samples_per_second" in next(csv.reader(f))
+
+
+@pytest.mark.parametrize("field", ["auto_lr_find", "auto_scale_batch_size", "checkpoint_on_preemption"])
+def test_facade_only_switches_are_refused_on_the_plain_path(tmp_path, field: str) -> None:
+    from hf_lightning import HFLightningModule
+
+    value = "power" if field == "auto_scale_batch_size" else True
+    with pytest.raises(ValueError, match=f"`{field}` is acted on by `hf_lightning.Trainer`"):
+        HFLightningModule.from_args(tiny_bert(), make_args("hfl", str(tmp_path), **{field: value}))
