@@ -43,6 +43,9 @@ _EXPORTS = {
     "Seq2SeqTrainingArguments": "hf_lightning.seq2seq_args",
     "Trainer": "hf_lightning.trainer",
     "TrainingArguments": "hf_lightning.training_args",
+    "BatchSizeResult": "hf_lightning.batch_size_finder",
+    "LRFinderResult": "hf_lightning.lr_finder",
+    "TrainingPreempted": "hf_lightning.preemption",
 }
 
 
@@ -65,6 +68,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BatchSizeResult",
     "DataCollatorWithPadding",
     "DefaultFlowCallback",
     "EarlyStoppingCallback",
@@ -76,6 +80,7 @@ __all__ = [
     "HFModelModule",
     "HFTextDataModule",
     "HfArgumentParser",
+    "LRFinderResult",
     "PlotHistoryCallback",
     "PredictionOutput",
     "PrinterCallback",
@@ -88,6 +93,7 @@ __all__ = [
     "TrainerControl",
     "TrainerState",
     "TrainingArguments",
+    "TrainingPreempted",
     "default_data_collator",
     "get_last_checkpoint",
     "plot_history",
