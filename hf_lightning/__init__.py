@@ -31,7 +31,7 @@ _EXPORTS = {
     "TrainOutput": "transformers.trainer_utils",
     "get_last_checkpoint": "transformers.trainer_utils",
     "set_seed": "transformers.trainer_utils",
-    "HFCheckpoint": "hf_lightning.standalone",
+    "HFCheckpoint": "hf_lightning.hf_checkpoint",
     "HFDataModule": "hf_lightning.datamodule",
     "HFLightningCLI": "hf_lightning.cli",
     "HFLightningModule": "hf_lightning.module",

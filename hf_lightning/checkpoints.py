@@ -12,6 +12,7 @@ half-written (no `trainer_state.json`, which HF writes last).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -131,6 +132,11 @@ def last_complete_checkpoint(folder: str) -> str | None:
     return None
 
 
+def is_lightning_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a Lightning checkpoint file (`ModelCheckpoint`, `save_checkpoint`), not an HF folder."""
+    return os.path.isfile(path)
+
+
 def save_model_files(model: torch.nn.Module, output_dir: str, state_dict: dict | None = None) -> None:
     """`save_pretrained` for HF/PEFT models (safetensors, sharded when large); a plain module's state dict
     goes to `model.safetensors`."""
@@ -191,6 +197,19 @@ def load_model_files(model: torch.nn.Module, checkpoint: str) -> None:
         logger.warning("There were unexpected keys in the checkpoint model loaded: %s.", result.unexpected_keys)
 
 
+def _plain_rng_states(states: dict[str, Any]) -> dict[str, Any]:
+    """RNG states a Lightning checkpoint can hold: Lightning loads `.ckpt` files with `weights_only=True`, which
+    refuses numpy arrays, so numpy's key array is stored as a list."""
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    return {**states, "numpy": (name, keys.tolist(), pos, has_gauss, cached)}
+
+
+def _numpy_rng_states(states: dict[str, Any]) -> dict[str, Any]:
+    """`_plain_rng_states` undone."""
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    return {**states, "numpy": (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)}
+
+
 def _torch_load(path: str, map_location: Any = None) -> Any:
     check_torch_load_is_safe()
     with warnings.catch_warnings():
@@ -239,10 +258,24 @@ class CheckpointMixin:
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """Write `checkpoint-{global_step}` into `tmp-checkpoint-{global_step}`, publish it by rename, rotate."""
-        folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.hp_search_backend is None and trial is None:
             self.store_flos()
-        run_dir = self._get_output_dir(trial)
+        self._write_checkpoint_folder(self._get_output_dir(trial), self.args.save_total_limit)
+
+    def save_checkpoint_folder(self, run_dir: str | None = None, save_total_limit: int | None = None) -> str:
+        """Write `checkpoint-{global_step}/` into `run_dir` (default `output_dir`) now, exactly as the HF loop saves at
+        `save_strategy` (a collective: every rank calls it), then fire HF's `on_save`; `HFCheckpoint` calls this.
+        Returns the folder."""
+        self.store_flos()
+        self.control.should_save = True  # as when the HF flow saves (the flag is part of the saved state)
+        run_dir = run_dir if run_dir is not None else self.args.output_dir
+        limit = save_total_limit if save_total_limit is not None else self.args.save_total_limit
+        final_dir = self._write_checkpoint_folder(run_dir, limit)
+        self.control = self.callback_handler.on_save(self.args, self.state, self.control)
+        return final_dir
+
+    def _write_checkpoint_folder(self, run_dir: str, save_total_limit: int | None) -> str:
+        folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         final_dir = os.path.join(run_dir, folder)
         tmp_dir = os.path.join(run_dir, TMP_PREFIX + folder)
         should_save = self.args.should_save
@@ -274,10 +307,11 @@ class CheckpointMixin:
         if should_save:
             rotate_checkpoints(
                 output_dir=run_dir,
-                save_total_limit=self.args.save_total_limit,
+                save_total_limit=save_total_limit,
                 best_model_checkpoint=self.state.best_model_checkpoint,
                 use_mtime=True,
             )
+        return final_dir
 
     def _write_checkpoint(self, output_dir: str, run_dir: str) -> None:
         """Everything HF's `_save_checkpoint` writes, in HF's order, into `output_dir`."""
@@ -348,11 +382,16 @@ class CheckpointMixin:
         name = "rng_state.pth" if self.args.world_size <= 1 else f"rng_state_{self.args.process_index}.pth"
         return os.path.join(checkpoint, name)
 
-    def _save_rng_state(self, output_dir: str) -> None:
+    def _rng_states(self) -> dict[str, Any]:
+        """This process's RNG states as HF saves them: python, numpy, torch CPU and, when present, CUDA."""
         states = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
         if torch.cuda.is_available():
             distributed = self.args.world_size > 1
             states["cuda"] = torch.cuda.random.get_rng_state_all() if distributed else torch.cuda.random.get_rng_state()
+        return states
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        states = self._rng_states()
         os.makedirs(output_dir, exist_ok=True)
         torch.save(states, self._rng_file(output_dir))
 
@@ -394,6 +433,70 @@ class CheckpointMixin:
                 "Could not locate the best model in %s; if you train on several nodes, set `save_on_each_node`.", best
             )
 
+    # ---- Lightning checkpoints (`.ckpt`) -------------------------------------------------------------
+
+    def lightning_checkpoint_state(self) -> dict[str, Any]:
+        """What a Lightning checkpoint of the run must carry besides Lightning's own state (weights, optimizer, scaler,
+        loops, callbacks) to resume it as HF does: the `TrainerState` (log history, best metric, flos, stateful
+        callbacks, as `trainer_state.json`), the HF schedule, this process's RNG states (CPU and CUDA) and the loss
+        accumulated since the last log (so the resumed log equals the uninterrupted one)."""
+        self.store_flos()
+        self._update_stateful_callbacks()
+        scheduler = self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None
+        training = getattr(self, "_tr_loss", None) is not None and self.is_in_train
+        return {
+            "trainer_state": dataclasses.asdict(self.state),
+            "lr_scheduler": scheduler,
+            "rng": _plain_rng_states(self._rng_states()),
+            "logging": {
+                "tr_loss": self._tr_loss.item(),
+                "total_loss_scalar": self._total_loss_scalar,
+                "globalstep_last_logged": self._globalstep_last_logged,
+            }
+            if training
+            else None,
+        }
+
+    def load_lightning_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """`fit(ckpt_path=...)`: keep the HF state of a Lightning checkpoint until training starts
+        (`_apply_lightning_checkpoint`), when the schedule and the data loader it applies to exist."""
+        self._lightning_checkpoint = dict(state)
+
+    def _apply_lightning_checkpoint(self) -> None:
+        """Restore the HF state of the Lightning checkpoint being resumed (Lightning has restored its own): the
+        `TrainerState` and callback states, the schedule, the logging accumulators, and the RNG states - once the data
+        loader has skipped what the checkpoint had trained on (at once when it skips nothing)."""
+        saved = getattr(self, "_lightning_checkpoint", None)
+        self._lightning_checkpoint = None
+        if not saved:
+            return
+        known = {f.name for f in dataclasses.fields(TrainerState)}  # a checkpoint from another transformers
+        self.state = TrainerState(**{k: v for k, v in saved["trainer_state"].items() if k in known})
+        compare_trainer_and_checkpoint_args(self.args, self.state)
+        self._load_callback_state()
+        self.state.init_training_references(
+            self, self._plan["max_steps"], self._plan["num_train_epochs"], getattr(self, "_trial", None)
+        )
+        if saved.get("lr_scheduler") is not None and self.lr_scheduler is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.lr_scheduler.load_state_dict(saved["lr_scheduler"])
+            if hasattr(self.lr_scheduler, "get_last_lr"):  # a schedule built after Lightning restored the optimizer
+                for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr()):
+                    group["lr"] = lr
+        self._resumed_logging = saved.get("logging")
+        rng = saved.get("rng")
+        rng = _numpy_rng_states(rng) if rng is not None else None
+        loader = self.lightning_trainer.train_dataloader
+        if rng is not None and getattr(loader, "skip_batches", 0) > 0:
+            loader.on_skip_done = lambda: self._set_rng_states(rng)
+        elif rng is not None:
+            self._set_rng_states(rng)
+        self._resume_rng_checkpoint = None
+        if self.state.global_step >= self.state.max_steps:  # resumed at the very end: HF trains no further
+            self.control.should_training_stop = True
+            self.lightning_trainer.should_stop = True
+
     # ---- resuming -----------------------------------------------------------------------------------
 
     def _resolve_resume_checkpoint(self, resume_from_checkpoint: str | bool | None) -> str | None:
@@ -406,8 +509,12 @@ class CheckpointMixin:
                 raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
             return found
         path = os.fspath(resume_from_checkpoint)
+        if is_lightning_checkpoint(path):
+            return path
         if not os.path.isdir(path):
-            raise ValueError(f"`resume_from_checkpoint`: {path} is not a checkpoint folder.")
+            raise ValueError(
+                f"`resume_from_checkpoint`: {path} is not a checkpoint folder (nor a Lightning `.ckpt` file)."
+            )
         if not is_complete_checkpoint(path):
             raise ValueError(
                 f"`resume_from_checkpoint`: {path} has no {TRAINER_STATE_NAME}, so it is not a complete training "
@@ -488,9 +595,9 @@ class CheckpointMixin:
             warnings.simplefilter("ignore")
             self.lr_scheduler.load_state_dict(_torch_load(sched_path))
 
-    def _load_pending_optimizer_state(self) -> None:
-        """Shard a resumed full optimizer state onto the (now wrapped) model's optimizer (FSDP), or have the DeepSpeed
-        engine load its checkpoint."""
+    def load_pending_optimizer_state(self) -> None:
+        """`HFLightningModule.on_train_start`: shard a resumed full optimizer state onto the (now wrapped) model's
+        optimizer (FSDP), or have the DeepSpeed engine load its checkpoint."""
         state = getattr(self, "_pending_optimizer_state", None)
         if state is None:
             return
@@ -514,6 +621,10 @@ class CheckpointMixin:
             return
         with safe_globals():
             states = _torch_load(path)
+        self._set_rng_states(states)
+
+    def _set_rng_states(self, states: dict[str, Any]) -> None:
+        """Restore what `_rng_states` returned."""
         random.setstate(states["python"])
         np.random.set_state(states["numpy"])
         torch.random.set_rng_state(states["cpu"])

@@ -24,14 +24,18 @@ from typing import Any, Literal
 import datasets
 import lightning.pytorch as pl
 import transformers
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, TrainerCallback
-from transformers.trainer_utils import enable_full_determinism, set_seed
 
 from hf_lightning.datamodule import HFDataModule
-from hf_lightning.standalone import HFCheckpoint, StandaloneLoop, StandaloneModule
+from hf_lightning.hf_checkpoint import HFCheckpoint
+from hf_lightning.hf_loop import HFTrainingLoop
+from hf_lightning.lightning_kwargs import map_into_arguments
+from hf_lightning.module import HFLightningModule
 from hf_lightning.training_args import TrainingArguments, to_hf_lightning_args
+from hf_lightning.translation import lightning_trainer_kwargs
 
 __all__ = [
     "TASKS",
@@ -66,7 +70,7 @@ def load_model(name_or_path: str | os.PathLike, task: str = "text-classification
     return getattr(transformers, TASKS[task]).from_pretrained(name_or_path, **model_kwargs)
 
 
-class HFModelModule(StandaloneModule):
+class HFModelModule(HFLightningModule):
     """An HF model trained with HF's loss, optimiser and schedule from `args`, built from a config.
 
     Args:
@@ -78,6 +82,7 @@ class HFModelModule(StandaloneModule):
         task: which `AutoModelFor...` class loads a model given by name: one of `TASKS`.
         model_kwargs: keyword arguments of `from_pretrained` (only with a model given by name or path).
         compute_loss_func: HF's `compute_loss_func(outputs, labels, num_items_in_batch=...)` (an import path in YAML).
+        compute_metrics: HF's `compute_metrics(EvalPrediction) -> dict` for every evaluation (an import path in YAML).
         callbacks: HF `TrainerCallback`s, fired at HF's events.
     """
 
@@ -88,6 +93,7 @@ class HFModelModule(StandaloneModule):
         task: Task = "text-classification",
         model_kwargs: dict[str, Any] | None = None,
         compute_loss_func: Callable | None = None,
+        compute_metrics: Callable | None = None,
         callbacks: list[TrainerCallback] | None = None,
     ) -> None:
         if task not in TASKS:
@@ -99,23 +105,22 @@ class HFModelModule(StandaloneModule):
         elif model_kwargs:
             raise ValueError("`model_kwargs` apply to a model given by name or path, not to a built `model`.")
         args = to_hf_lightning_args(args if args is not None else TrainingArguments(output_dir="tmp_trainer"))
-        if args.full_determinism:
-            enable_full_determinism(args.seed)
-        else:
-            set_seed(args.seed)
-        super().__init__(model, StandaloneLoop(model, args, compute_loss_func, callbacks))
+        loop = HFTrainingLoop.for_lightning_trainer(
+            model, args, compute_loss_func=compute_loss_func, compute_metrics=compute_metrics, callbacks=callbacks
+        )
+        super().__init__(model, loop)
 
     @property
     def args(self) -> TrainingArguments:
         """The HF `TrainingArguments` of the run."""
-        return self._loop.args
+        return self.loop.args
 
 
 class HFTextDataModule(pl.LightningDataModule):
     """Text (or text-pair) classification data from files or a dataset name, served by `HFDataModule`.
 
     The splits come from `datasets.load_dataset(dataset or <file type>, dataset_config, data_files=data_files,
-    split=train_split / eval_split)` (split expressions such as `"train[:90%]"` work), are tokenized with
+    split=train_split / eval_split / test_split)` (split expressions such as `"train[:90%]"` work), are tokenized with
     `tokenizer` (truncated to `max_length`) and keep the label column as `labels`; string labels become class ids
     in sorted order (`label_names`). The loaders are `HFDataModule`'s: HF's sampler, collator (dynamic padding) and
     accumulation windows, sharded over the ranks. Override `load_splits` to bring other data.
@@ -125,6 +130,8 @@ class HFTextDataModule(pl.LightningDataModule):
             `processing_class` that `HFCheckpoint` saves.
         data_files: a file, a list of files or a `{split: files}` mapping.
         dataset: a `load_dataset` path (hub name, folder, or builder like `json`); default: from the file type.
+        test_split: the split of `trainer.test` (metrics prefixed `test_`) and `trainer.predict` (logits); its label
+            column may be missing (then `test` gives no loss).
         args: HF `TrainingArguments`; default: those of the `HFModelModule` being trained.
     """
 
@@ -136,6 +143,7 @@ class HFTextDataModule(pl.LightningDataModule):
         dataset_config: str | None = None,
         train_split: str | None = "train",
         eval_split: str | None = None,
+        test_split: str | None = None,
         text_column: str = "text",
         text_pair_column: str | None = None,
         label_column: str | None = "label",
@@ -147,8 +155,8 @@ class HFTextDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        if train_split is None and eval_split is None:
-            raise ValueError("`HFTextDataModule` needs a `train_split` or an `eval_split`.")
+        if train_split is None and eval_split is None and test_split is None:
+            raise ValueError("`HFTextDataModule` needs a `train_split`, an `eval_split` or a `test_split`.")
         limits = {
             "max_length": max_length,
             "max_train_samples": max_train_samples,
@@ -167,6 +175,7 @@ class HFTextDataModule(pl.LightningDataModule):
         self.dataset_config = dataset_config
         self.train_split = train_split
         self.eval_split = eval_split
+        self.test_split = test_split
         self.text_column = text_column
         self.text_pair_column = text_pair_column
         self.label_column = label_column
@@ -178,6 +187,7 @@ class HFTextDataModule(pl.LightningDataModule):
         self.label_names: list[str] | None = None
         self.train_dataset: datasets.Dataset | None = None
         self.eval_dataset: datasets.Dataset | None = None
+        self.test_dataset: datasets.Dataset | None = None
         self._loaders: HFDataModule | None = None
 
     # ---- data ------------------------------------------------------------------------------------------
@@ -230,13 +240,19 @@ class HFTextDataModule(pl.LightningDataModule):
             dataset = dataset.cast_column(self.label_column, datasets.ClassLabel(names=self.label_names))
         return dataset
 
-    def tokenize(self, dataset: datasets.Dataset, split: str, limit: int | None = None) -> datasets.Dataset:
-        """`dataset` tokenized (truncated to `max_length`), with the labels as `labels` and no other column."""
+    def tokenize(
+        self, dataset: datasets.Dataset, split: str, limit: int | None = None, labels_required: bool = True
+    ) -> datasets.Dataset:
+        """`dataset` tokenized (truncated to `max_length`), with the labels as `labels` and no other column (without
+        labels when the split has none and `labels_required` is off)."""
+        label_column = self.label_column
+        if not labels_required and label_column not in dataset.column_names:
+            label_column = None
         names = ("text_column", "text_pair_column", "label_column")
-        for name, column in zip(names, (self.text_column, self.text_pair_column, self.label_column)):
+        for name, column in zip(names, (self.text_column, self.text_pair_column, label_column)):
             if column is not None and column not in dataset.column_names:
                 raise ValueError(f"`{name}`={column!r} is not a column of the {split} split: {dataset.column_names}.")
-        if self.label_column is not None:  # the label names of the whole split, before `limit`
+        if label_column is not None:  # the label names of the whole split, before `limit`
             dataset = self._encode_labels(dataset, split)
         if limit is not None:
             dataset = dataset.select(range(min(limit, len(dataset))))
@@ -246,11 +262,11 @@ class HFTextDataModule(pl.LightningDataModule):
         def encode(batch: dict[str, list]) -> dict[str, Any]:
             return tokenizer(batch[text], batch[pair] if pair is not None else None, **truncation)
 
-        kept = [self.label_column] if self.label_column is not None else []
+        kept = [label_column] if label_column is not None else []
         removed = [c for c in dataset.column_names if c not in kept]
         dataset = dataset.map(encode, batched=True, remove_columns=removed, desc=f"Tokenizing the {split} split")
-        if self.label_column is not None and self.label_column != "labels":
-            dataset = dataset.rename_column(self.label_column, "labels")
+        if label_column is not None and label_column != "labels":
+            dataset = dataset.rename_column(label_column, "labels")
         return dataset
 
     # ---- Lightning hooks ------------------------------------------------------------------------------
@@ -259,7 +275,7 @@ class HFTextDataModule(pl.LightningDataModule):
         if self.args is not None:
             return self.args
         module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
-        args = getattr(getattr(module, "_loop", None), "args", None)
+        args = getattr(getattr(module, "loop", None), "args", None)
         if args is None:
             raise ValueError("`HFTextDataModule` has no `args`: pass `args`, or train an hf_lightning module.")
         return args
@@ -272,8 +288,15 @@ class HFTextDataModule(pl.LightningDataModule):
                 self.train_dataset = self.tokenize(train, "train", self.max_train_samples)
             if evals is not None:
                 self.eval_dataset = self.tokenize(evals, "eval", self.max_eval_samples)
+            if self.test_split is not None:
+                test = self._load_split(self.test_split, "test_split")
+                self.test_dataset = self.tokenize(test, "test", self.max_eval_samples, labels_required=False)
             self._loaders = HFDataModule(
-                self._training_args(), self.train_dataset, self.eval_dataset, processing_class=self.processing_class
+                self._training_args(),
+                self.train_dataset,
+                self.eval_dataset,
+                processing_class=self.processing_class,
+                test_dataset=self.test_dataset,
             )
         self._loaders.trainer = self.trainer
 
@@ -290,6 +313,14 @@ class HFTextDataModule(pl.LightningDataModule):
         """`HFDataModule.val_dataloader`: HF's sequential eval loader, sharded over the ranks."""
         return self._loaders.val_dataloader()
 
+    def test_dataloader(self) -> Any:
+        """`HFDataModule.test_dataloader`: the `test_split`, as HF evaluates it."""
+        return self._loaders.test_dataloader()
+
+    def predict_dataloader(self) -> Any:
+        """`HFDataModule.predict_dataloader`: the `test_split`, as HF predicts it."""
+        return self._loaders.predict_dataloader()
+
 
 class HFLightningCLI(LightningCLI):
     """`LightningCLI` for HF models: `HFModelModule` + `HFTextDataModule` by default (any other classes may be
@@ -298,8 +329,8 @@ class HFLightningCLI(LightningCLI):
     Defaults that differ from `LightningCLI` (each can be set in the config):
 
     - `trainer.use_distributed_sampler=False`: the data module shards the batches like HF.
-    - `trainer.enable_checkpointing=False`: Lightning's `.ckpt` lacks HF's scheduler and `TrainerState`; the HF
-      checkpoints have them.
+    - `trainer.enable_checkpointing=False`: no default `ModelCheckpoint` besides the `HFCheckpoint` folders; on
+      when a `ModelCheckpoint` is configured (its `.ckpt` carries the HF state: `fit --ckpt_path` resumes it).
     - `trainer.num_sanity_val_steps=0`: HF evaluates nothing before training, and a sanity pass would draw from the
       RNG and change the dropout masks.
     - `seed_everything=42`: HF's default seed.
@@ -308,6 +339,12 @@ class HFLightningCLI(LightningCLI):
       `trainer.max_epochs` is given.
     - no `--optimizer`/`--lr_scheduler` groups: the optimiser and schedule are HF's (`args.optim`,
       `args.lr_scheduler_type`).
+    - the Lightning fields of `model.args` (`accelerator`, `devices`, `strategy`, `precision` ..., `fp16`/`bf16`,
+      HF's `ddp_*`), its `eval_strategy` and `--trainer.gradient_clip_val` / `--trainer.accumulate_grad_batches`: see
+      `trainer_settings_from_args`.
+
+    Subcommands: `fit`, `validate` (HF's evaluation of `eval_split`), `test` (of `test_split`, metrics prefixed
+    `test_`) and `predict` (HF's `prediction_step` logits of `test_split`).
     """
 
     def __init__(
@@ -343,19 +380,49 @@ class HFLightningCLI(LightningCLI):
         parser.add_lightning_class_args(HFCheckpoint, "checkpoint")
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
-        """The `lightning.Trainer`; the step budget and `default_root_dir` come from the module's HF arguments where
-        the config leaves them unset."""
-        args = getattr(getattr(self.model, "_loop", None), "args", None)
-        if args is not None:
-            config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-            kwargs.update(trainer_settings_from_args(args, config))
-        return super().instantiate_trainer(**kwargs)
+        """The `lightning.Trainer`, completed from the module's HF arguments (`trainer_settings_from_args`): what the
+        config leaves unset comes from them, `--trainer.gradient_clip_val` / `--trainer.accumulate_grad_batches` become
+        `max_grad_norm` / `gradient_accumulation_steps`."""
+        extra_callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        loop = getattr(self.model, "loop", None)
+        if loop is not None:
+            config.update(trainer_settings_from_args(loop.args, config, loop.model))
+        callbacks = list(config.get("callbacks") or []) + extra_callbacks
+        if any(isinstance(cb, ModelCheckpoint) for cb in callbacks):
+            config["enable_checkpointing"] = True  # the user's ModelCheckpoint (its `.ckpt` carries the HF state)
+        return self._instantiate_trainer(config, extra_callbacks)
 
 
-def trainer_settings_from_args(args: TrainingArguments, trainer_config: dict[str, Any]) -> dict[str, Any]:
-    """`lightning.Trainer` settings that `trainer_config` leaves unset, from HF's arguments: `default_root_dir` =
-    `output_dir`, and the budget: `max_steps` if set, else `num_train_epochs` (whole epochs: Lightning has no
-    fractional epochs)."""
+# `TrainingArguments` fields that are Lightning `Trainer` arguments, with the value Lightning's config has when unset.
+_LIGHTNING_FIELDS = {
+    "accelerator": "auto",
+    "devices": "auto",
+    "num_nodes": 1,
+    "strategy": "auto",
+    "precision": None,
+    "plugins": None,
+}
+
+
+def trainer_settings_from_args(
+    args: TrainingArguments, trainer_config: dict[str, Any], model: nn.Module | None = None
+) -> dict[str, Any]:
+    """`lightning.Trainer` settings from HF's arguments, for what `trainer_config` leaves unset (a value set on both
+    sides that disagrees raises):
+
+    - `default_root_dir` = `output_dir`; the budget: `max_steps` if set, else `num_train_epochs` (whole epochs:
+      Lightning has no fractional epochs);
+    - the Lightning fields of the arguments (`accelerator`, `devices`, `num_nodes`, `strategy`, `precision`,
+      `plugins`), translated as `hf_lightning.Trainer` translates them (`use_cpu`, `fp16`/`bf16`, HF's `ddp_*` /
+      `fsdp` / `deepspeed` ...);
+    - `eval_strategy` other than "no": HF evaluates on its schedule (on the validation data), so Lightning's own
+      validation loop is off during `fit` (`limit_val_batches=0`) and its callbacks are told the cadence;
+    - `gradient_clip_val` / `accumulate_grad_batches` / `gradient_clip_algorithm` in the config are HF's
+      `max_grad_norm` / `gradient_accumulation_steps` (set on `args`) and left unset for Lightning, which cannot
+      apply them under manual optimisation.
+
+    `report_to` needs no setting: the module's loop sends every log to its loggers and to the trainer's."""
     settings: dict[str, Any] = {}
     if trainer_config.get("default_root_dir") is None:
         settings["default_root_dir"] = args.output_dir
@@ -369,11 +436,31 @@ def trainer_settings_from_args(args: TrainingArguments, trainer_config: dict[str
                 f"`args.num_train_epochs`={args.num_train_epochs}: Lightning runs whole epochs; set "
                 "`trainer.max_steps` or `trainer.max_epochs`."
             )
+    hf_owned = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+    map_into_arguments(args, {k: trainer_config[k] for k in hf_owned if k in trainer_config}, hf_owned)
+    settings.update(gradient_clip_val=None, gradient_clip_algorithm=None, accumulate_grad_batches=1)
+    translated = lightning_trainer_kwargs(args, model)
+    for name, unset in _LIGHTNING_FIELDS.items():
+        ours, theirs = translated[name], trainer_config.get(name, unset)
+        if ours == unset or (name == "precision" and ours == "32-true"):
+            continue
+        if theirs not in (unset, ours):
+            raise ValueError(
+                f"`model.args` asks for {name}={ours!r} and `trainer.{name}`={theirs!r}: set only one of them."
+            )
+        settings[name] = ours
+    if str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no":
+        if trainer_config.get("limit_val_batches") is None:
+            settings["limit_val_batches"] = 0
+        if trainer_config.get("val_check_interval") is None and trainer_config.get("check_val_every_n_epoch", 1) == 1:
+            settings["check_val_every_n_epoch"] = translated["check_val_every_n_epoch"]
+            settings["val_check_interval"] = translated["val_check_interval"]
     return settings
 
 
 def main(args: Any = None) -> HFLightningCLI:
-    """`python -m hf_lightning.cli {fit,validate} --config config.yaml ...`; `args` replace `sys.argv[1:]`."""
+    """`python -m hf_lightning.cli {fit,validate,test,predict} --config config.yaml ...`; `args` replace
+    `sys.argv[1:]`."""
     return HFLightningCLI(args=args)
 
 

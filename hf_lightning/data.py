@@ -327,6 +327,11 @@ class AccumulationWindowLoader:
             epoch, batches = epoch + 1, 0
         self.epoch, self.skip_batches = epoch, batches
 
+    def resume_at(self, epoch: int, skip_batches: int, on_skip_done: Callable[[], None] | None = None) -> None:
+        """Resume an HF checkpoint: the next iteration is epoch `epoch`, after its first `skip_batches` batches;
+        `on_skip_done` runs once they are skipped (HF restores the RNG states there)."""
+        self.epoch, self.skip_batches, self.on_skip_done = epoch, skip_batches, on_skip_done
+
     def __iter__(self) -> Iterator[MicroBatch]:
         set_loader_epoch(self.loader, self.epoch)
         self._iterated_epoch = self.epoch

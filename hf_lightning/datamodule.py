@@ -36,12 +36,16 @@ class HFDataModule(pl.LightningDataModule):
         data_collator: Callable | None = None,
         processing_class: Any = None,
         model: nn.Module | None = None,
+        test_dataset: Any = None,
+        predict_dataset: Any = None,
     ) -> None:
         super().__init__()
         from hf_lightning.training_args import to_hf_lightning_args
 
-        if train_dataset is None and eval_dataset is None:
-            raise ValueError("`HFDataModule` needs a `train_dataset` or an `eval_dataset`.")
+        if all(d is None for d in (train_dataset, eval_dataset, test_dataset, predict_dataset)):
+            raise ValueError(
+                "`HFDataModule` needs a `train_dataset`, `eval_dataset`, `test_dataset` or `predict_dataset`."
+            )
         if data_collator is None:
             is_tokenizer = isinstance(processing_class, PreTrainedTokenizerBase)
             data_collator = DataCollatorWithPadding(processing_class) if is_tokenizer else default_data_collator
@@ -50,6 +54,8 @@ class HFDataModule(pl.LightningDataModule):
         self.args = to_hf_lightning_args(args)
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
+        self.test_dataset = test_dataset
+        self.predict_dataset = predict_dataset
         self.data_collator = data_collator
         self.processing_class = processing_class
         self.model = model
@@ -110,12 +116,25 @@ class HFDataModule(pl.LightningDataModule):
             loader, self.args.gradient_accumulation_steps, self._count_items, len(loader)
         )
 
-    def val_dataloader(self) -> torch.utils.data.DataLoader | list:
-        """HF's eval loader (sequential), sharded over the ranks; empty without an `eval_dataset`."""
-        if self.eval_dataset is None:
+    def _eval_loader(self, dataset: Any, description: str) -> torch.utils.data.DataLoader | list:
+        if dataset is None:
             return []
-        dataset, collator = self._prepared(self.eval_dataset, "evaluation")
+        dataset, collator = self._prepared(dataset, description)
         loader = hf_data.build_dataloader(
             dataset, self.args.per_device_eval_batch_size, collator, None, self.args, False
         )
         return shard_eval_loader(loader, self.args)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader | list:
+        """HF's eval loader (sequential), sharded over the ranks; empty without an `eval_dataset`."""
+        return self._eval_loader(self.eval_dataset, "evaluation")
+
+    def test_dataloader(self) -> torch.utils.data.DataLoader | list:
+        """HF's eval loader of the `test_dataset` (`trainer.test`: metrics prefixed `test_`)."""
+        return self._eval_loader(self.test_dataset, "test")
+
+    def predict_dataloader(self) -> torch.utils.data.DataLoader | list:
+        """HF's eval loader of the `predict_dataset` (else the `test_dataset`; `trainer.predict`: the logits)."""
+        return self._eval_loader(
+            self.predict_dataset if self.predict_dataset is not None else self.test_dataset, "test"
+        )

@@ -29,6 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ from hf_lightning.accelerator_config import non_blocking
 from hf_lightning.data import is_hf_dataset
 from hf_lightning.eval_accumulation import BatchAccumulator
 from hf_lightning.log_output import log_evaluation_start
+from hf_lightning.optimization import is_metric_scheduler
 from hf_lightning.strategies import fsdp_wrapper
 
 logger = logging.getLogger(__name__)
@@ -124,6 +126,26 @@ def metric_for_best_model_value(args: Any, metrics: dict[str, float]) -> float:
     return metrics[metric_to_check]
 
 
+@dataclass
+class EvaluationRun:
+    """One evaluation in progress: what `_begin_evaluation` set up and the batches accumulated so far."""
+
+    model: nn.Module
+    dataloader: Any
+    description: str
+    prediction_loss_only: bool
+    ignore_keys: list[str] | None
+    metric_key_prefix: str
+    device: torch.device
+    gather: distributed.Gatherer
+    containers: list[BatchAccumulator]  # losses, predictions, labels, inputs
+    batch_size: int | None
+    keep_batches: bool
+    observed: int = 0
+    metrics: Any = None
+    start_time: float = field(default_factory=time.time)
+
+
 class EvaluationMixin:
     """`evaluate`, `predict`, `prediction_step`, `get_eval_dataloader`, `get_test_dataloader` for the Trainer."""
 
@@ -164,11 +186,15 @@ class EvaluationMixin:
         return SequentialSampler(eval_dataset)
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
-        """The evaluation loader (sequential; a dataset name picks from a dict of eval datasets). Overridable.
+        """The evaluation loader (sequential; a dataset name picks from a dict of eval datasets); on a
+        `lightning.Trainer` the user owns, without an `eval_dataset`, its datamodule's `val_dataloader()`. Overridable.
 
         With `dataloader_persistent_workers`, the loader of each of the Trainer's own eval datasets is built once and
         reused by every evaluation (its workers stay alive), as in transformers."""
         if eval_dataset is None and self.eval_dataset is None:
+            loader = self._lightning_val_dataloader()
+            if loader is not None:
+                return loader
             raise ValueError("Trainer: evaluation requires an eval_dataset.")
         own = eval_dataset is None or eval_dataset is self.eval_dataset  # what `evaluate()` passes by default
         key = eval_dataset if isinstance(eval_dataset, str) else "eval" if own else None
@@ -292,74 +318,109 @@ class EvaluationMixin:
     ) -> EvalLoopOutput:
         """HF's evaluation loop, shared by `evaluate` and `predict`. Leaves the model in eval mode, as HF does
         (`training_step` puts it back in train mode)."""
+        run = self._begin_evaluation(
+            self._eval_model(), dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+        )
+        copy_async = non_blocking(self.args)
+        for step, inputs, is_last in _with_last_flag(dataloader):
+            self._evaluation_batch(run, step, distributed.move_to_device(inputs, run.device, copy_async), is_last)
+        return self._end_evaluation(run)
+
+    def _begin_evaluation(
+        self,
+        model: nn.Module,
+        dataloader: Any,
+        description: str,
+        prediction_loss_only: bool | None,
+        ignore_keys: list[str] | None,
+        metric_key_prefix: str,
+    ) -> EvaluationRun:
+        """Start an evaluation of `model` over `dataloader` (its batches are then fed to `_evaluation_batch`, by
+        `evaluation_loop` or by Lightning's evaluation loop)."""
         args = self.args
-        prediction_loss_only = prediction_loss_only if prediction_loss_only is not None else args.prediction_loss_only
-        model = self._eval_model()
         log_evaluation_start(self, dataloader, description, args.eval_batch_size)
         model.eval()
         if hasattr(self.optimizer, "eval") and callable(self.optimizer.eval):
             self.optimizer.eval()
         self.callback_handler.eval_dataloader = dataloader
-        device = distributed.eval_device(self)
-        gather = distributed.Gatherer(args, dataloader)
-        include = args.include_for_metrics or []
         expected_batches = len(dataloader) if has_length(dataloader) else None
-        containers = [
-            BatchAccumulator(args.eval_do_concat_batches, expected_batches=expected_batches) for _ in range(4)
-        ]
-        all_losses, all_preds, all_labels, all_inputs = containers
-        batch_size = args.eval_batch_size
-        metrics = None
-        observed = 0
-        keep_batches = not args.batch_eval_metrics or description == "Prediction"
-        copy_async = non_blocking(args)
-        for step, inputs, is_last in _with_last_flag(dataloader):
-            inputs = distributed.move_to_device(inputs, device, copy_async)
-            observed_batch_size = find_batch_size(inputs)
-            gather.begin_step(is_last, observed_batch_size)
-            if observed_batch_size is not None:
-                observed += observed_batch_size
-                batch_size = batch_size if batch_size is not None else observed_batch_size
-            losses, logits, labels = self._distributed_prediction_step(
-                model, inputs, dataloader, step, observed_batch_size, prediction_loss_only, ignore_keys
-            )
-            main_input_name = getattr(self.model, "main_input_name", "input_ids")
-            inputs_decode = inputs[main_input_name] if "inputs" in include else None
-            if losses is not None:
-                losses = self._gather_losses(gather, losses.repeat(batch_size), batch_size)
-                all_losses.add(losses)
-            if inputs_decode is not None:
-                inputs_decode = gather(gather.pad(inputs_decode))
-                if keep_batches:
-                    all_inputs.add(inputs_decode)
-            if labels is not None:
-                labels = gather.pad(labels)
-            if logits is not None:
-                logits = gather.pad(logits)
-                if self.preprocess_logits_for_metrics is not None:
-                    logits = self.preprocess_logits_for_metrics(logits, labels)
-                logits = gather(logits)
-                if keep_batches:
-                    all_preds.add(logits)
-            if labels is not None:
-                labels = gather(labels)
-                if keep_batches:
-                    all_labels.add(labels)
-            self.control = self.callback_handler.on_prediction_step(args, self.state, self.control)
-            if args.batch_eval_metrics:
-                if self.compute_metrics is not None and logits is not None and labels is not None:
-                    prediction = EvalPrediction(
-                        predictions=logits,
-                        label_ids=labels,
-                        losses=losses if "loss" in include else None,
-                        inputs=inputs if "inputs" in include else None,
-                    )
-                    metrics = self.compute_metrics(prediction, compute_result=is_last)
-            elif args.eval_accumulation_steps is not None and (step + 1) % args.eval_accumulation_steps == 0:
-                for container in containers:
-                    container.to_cpu()
-        losses_arr, preds_arr, labels_arr, inputs_arr = (c.get_arrays() for c in containers)
-        num_samples = distributed.num_eval_samples(dataloader, observed)
+        return EvaluationRun(
+            model=model,
+            dataloader=dataloader,
+            description=description,
+            prediction_loss_only=(
+                prediction_loss_only if prediction_loss_only is not None else args.prediction_loss_only
+            ),
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+            device=distributed.eval_device(self),
+            gather=distributed.Gatherer(args, dataloader),
+            containers=[
+                BatchAccumulator(args.eval_do_concat_batches, expected_batches=expected_batches) for _ in range(4)
+            ],
+            batch_size=args.eval_batch_size,
+            keep_batches=not args.batch_eval_metrics or description == "Prediction",
+        )
+
+    def _evaluation_batch(self, run: EvaluationRun, step: int, inputs: Any, is_last: bool) -> None:
+        """One batch (already on the device) of `run`: predict, gather over the ranks, accumulate."""
+        args = self.args
+        gather = run.gather
+        include = args.include_for_metrics or []
+        all_losses, all_preds, all_labels, all_inputs = run.containers
+        observed_batch_size = find_batch_size(inputs)
+        gather.begin_step(is_last, observed_batch_size)
+        if observed_batch_size is not None:
+            run.observed += observed_batch_size
+            run.batch_size = run.batch_size if run.batch_size is not None else observed_batch_size
+        batch_size = run.batch_size
+        losses, logits, labels = self._distributed_prediction_step(
+            run.model, inputs, run.dataloader, step, observed_batch_size, run.prediction_loss_only, run.ignore_keys
+        )
+        main_input_name = getattr(self.model, "main_input_name", "input_ids")
+        inputs_decode = inputs[main_input_name] if "inputs" in include else None
+        if losses is not None:
+            losses = self._gather_losses(gather, losses.repeat(batch_size), batch_size)
+            all_losses.add(losses)
+        if inputs_decode is not None:
+            inputs_decode = gather(gather.pad(inputs_decode))
+            if run.keep_batches:
+                all_inputs.add(inputs_decode)
+        if labels is not None:
+            labels = gather.pad(labels)
+        if logits is not None:
+            logits = gather.pad(logits)
+            if self.preprocess_logits_for_metrics is not None:
+                logits = self.preprocess_logits_for_metrics(logits, labels)
+            logits = gather(logits)
+            if run.keep_batches:
+                all_preds.add(logits)
+        if labels is not None:
+            labels = gather(labels)
+            if run.keep_batches:
+                all_labels.add(labels)
+        self.control = self.callback_handler.on_prediction_step(args, self.state, self.control)
+        if args.batch_eval_metrics:
+            if self.compute_metrics is not None and logits is not None and labels is not None:
+                prediction = EvalPrediction(
+                    predictions=logits,
+                    label_ids=labels,
+                    losses=losses if "loss" in include else None,
+                    inputs=inputs if "inputs" in include else None,
+                )
+                run.metrics = self.compute_metrics(prediction, compute_result=is_last)
+        elif args.eval_accumulation_steps is not None and (step + 1) % args.eval_accumulation_steps == 0:
+            for container in run.containers:
+                container.to_cpu()
+
+    def _end_evaluation(self, run: EvaluationRun) -> EvalLoopOutput:
+        """The predictions, labels and metrics of `run` (`compute_metrics`, the mean loss, prefixed keys)."""
+        args = self.args
+        include = args.include_for_metrics or []
+        metric_key_prefix = run.metric_key_prefix
+        losses_arr, preds_arr, labels_arr, inputs_arr = (c.get_arrays() for c in run.containers)
+        num_samples = distributed.num_eval_samples(run.dataloader, run.observed)
+        metrics = run.metrics
         if self.compute_metrics is not None and preds_arr is not None and labels_arr is not None:
             if not args.batch_eval_metrics:
                 metrics = _check_metrics(
@@ -372,7 +433,7 @@ class EvaluationMixin:
                         )
                     )
                 )
-        elif self.compute_metrics is not None and labels_arr is None and description == "Evaluation":
+        elif self.compute_metrics is not None and labels_arr is None and run.description == "Evaluation":
             logger.warning(
                 "`compute_metrics` was not called: the evaluation batches carry none of the label columns "
                 "`label_names`=%s (HF skips the metrics and the loss then too).",
@@ -455,10 +516,63 @@ class EvaluationMixin:
         return (loss, logits, labels)
 
     def _evaluate(self, trial: Any, ignore_keys_for_eval: list[str] | None, skip_scheduler: bool = False) -> dict:
-        """Evaluation during training; steps a metric-driven scheduler afterwards, as HF does."""
-        from hf_lightning.optimization import is_metric_scheduler
-
+        """Evaluation during training; steps a metric-driven scheduler afterwards, as HF does. Lightning's
+        validation-end hooks follow once the batch ends (`lightning_events`)."""
         metrics = self.evaluate(ignore_keys=ignore_keys_for_eval)
         if is_metric_scheduler(self.lr_scheduler) and not skip_scheduler:
             self.lr_scheduler.step(metric_for_best_model_value(self.args, metrics))
+        self.lightning_events.evaluated()
         return metrics
+
+    def _lightning_val_dataloader(self) -> Any:
+        """The validation loader of the datamodule of a `lightning.Trainer` the user owns, if it has one."""
+        trainer = getattr(self, "lightning_trainer", None)
+        datamodule = getattr(trainer, "datamodule", None)
+        if self.owns_lightning_trainer or datamodule is None or not hasattr(datamodule, "val_dataloader"):
+            return None
+        loader = datamodule.val_dataloader()
+        return loader if loader is not None and not isinstance(loader, (list, tuple)) else None
+
+    # ---- Lightning's validation / test / predict loops (`HFLightningModule`) --------------------------------
+
+    def begin_lightning_evaluation(self, model: nn.Module, dataloader: Any, metric_key_prefix: str) -> None:
+        """Lightning's `on_{validation,test}_epoch_start`: an HF evaluation (`evaluate`'s semantics, keys prefixed
+        `metric_key_prefix`) of the batches Lightning's loop will feed to `lightning_evaluation_step`."""
+        prediction_loss_only = True if self.compute_metrics is None else None
+        self._lightning_evaluation = self._begin_evaluation(
+            model, dataloader, "Evaluation", prediction_loss_only, None, metric_key_prefix
+        )
+
+    def lightning_evaluation_step(self, inputs: Any, step: int, is_last: bool) -> None:
+        """One batch of Lightning's evaluation loop (Lightning has moved it to the device)."""
+        self._evaluation_batch(self._lightning_evaluation, step, inputs, is_last)
+
+    def end_lightning_evaluation(self) -> dict[str, float]:
+        """The metrics of the evaluation Lightning's loop ran. A validation is HF's `evaluate()`: logged (log history,
+        loggers, `callback_metrics`) and announced (`on_evaluate`); during `fit` it is an evaluation during training
+        (a metric-driven schedule steps, the best metric is tracked). A test is HF's `predict()` (`on_predict`). Not
+        during Lightning's sanity check."""
+        run, self._lightning_evaluation = self._lightning_evaluation, None
+        output = self._end_evaluation(run)
+        prefix = run.metric_key_prefix
+        self._add_speed_metrics(output, run.start_time, prefix)
+        metrics = output.metrics
+        trainer = self.lightning_trainer
+        if trainer is None or trainer.sanity_checking:
+            return metrics
+        if prefix != "eval":
+            self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
+            return metrics
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        if trainer.state.fn == "fit" and self.is_in_train:
+            if is_metric_scheduler(self.lr_scheduler):
+                self.lr_scheduler.step(metric_for_best_model_value(self.args, metrics))
+            self._determine_best_metric(metrics, getattr(self, "_trial", None))
+        return metrics
+
+    def lightning_predict_step(self, model: nn.Module, inputs: Any) -> Any:
+        """Lightning's `predict_step`: HF's `prediction_step` logits of one batch."""
+        _, logits, _ = self.prediction_step(model, inputs, prediction_loss_only=False)
+        self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
+        return logits

@@ -175,6 +175,12 @@ class LightningLoggersCallback(TrainerCallback):
 
     def __init__(self, loggers: list) -> None:
         self.loggers = loggers
+        self.trainer: Any = None  # the `lightning.Trainer` running the loop, once there is one (`lightning_events`)
+
+    def _lightning_logs_itself(self) -> bool:
+        """Lightning's own `validate()`/`test()` log their metrics to the loggers (Lightning's semantics there)."""
+        state = getattr(self.trainer, "state", None)
+        return state is not None and state.fn in ("validate", "test") and state.stage in ("validate", "test")
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
@@ -188,7 +194,7 @@ class LightningLoggersCallback(TrainerCallback):
                 lg.log_hyperparams(args.to_sanitized_dict())
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-        if not state.is_world_process_zero or not logs:
+        if not state.is_world_process_zero or not logs or self._lightning_logs_itself():
             return
         from transformers.integrations.integration_utils import rewrite_logs
 

@@ -27,6 +27,7 @@ from transformers.training_args import OptimizerNames, ParallelMode
 from hf_lightning.accelerator_config import apply_gradient_accumulation_kwargs, refuse_configured_state
 from hf_lightning.argument_types import check_string_values
 from hf_lightning.field_accounting import refuse_unsupported
+from hf_lightning.lightning_kwargs import map_into_arguments
 from hf_lightning.process_environment import ProcessEnvironment, accelerate_wants_cpu
 
 __all__ = ["TrainingArguments", "lightning_accelerator", "lightning_precision", "to_hf_lightning_args"]
@@ -369,6 +370,8 @@ class TrainingArguments(transformers.TrainingArguments):
                     )
             if self.use_cpu and self.accelerator not in ("auto", "cpu"):
                 raise ValueError(f"`use_cpu`=True contradicts `accelerator`={self.accelerator!r}.")
+            if self.accelerator == "cpu":  # HF's name for it (its bf16 check, CPU data loading) is `use_cpu`
+                self.use_cpu = True
         else:
             from lightning.pytorch.accelerators import Accelerator
 
@@ -406,6 +409,8 @@ class TrainingArguments(transformers.TrainingArguments):
             check_lr_find_options(self.lr_find_kwargs)
         if self.lightning_trainer_kwargs is not None and not isinstance(self.lightning_trainer_kwargs, dict):
             raise ValueError(f"`lightning_trainer_kwargs` must be a dict, got {self.lightning_trainer_kwargs!r}")
+        if self.lightning_trainer_kwargs:  # `max_steps`, `gradient_clip_val` ... become the HF fields they mean
+            self.lightning_trainer_kwargs = map_into_arguments(self, self.lightning_trainer_kwargs)
         if isinstance(self.num_nodes, bool) or not isinstance(self.num_nodes, int) or self.num_nodes < 1:
             raise ValueError(f"`num_nodes` must be an int >= 1, got {self.num_nodes!r}")
 

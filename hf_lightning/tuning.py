@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from transformers import TrainerControl, TrainerState
 
+from hf_lightning.data import MicroBatch
 from hf_lightning.features import activate_neftune, deactivate_neftune, enable_activation_checkpointing
 from hf_lightning.translation import lightning_trainer_kwargs
 
@@ -44,7 +45,8 @@ class _NoCallbacks:
 
 
 class TrialLoop:
-    """The `HFLoop` of a tuning run: the trainer's own `training_step` on its model and `optimizer`; no HF events.
+    """The `HFLoop` (`hf_lightning.module`) of a tuning run: the trainer's own `training_step` on its model and
+    `optimizer`; no HF events.
 
     The loss returned for the last micro-batch of an accumulation window is the window's (the sum of its scaled
     micro-batch losses, what HF logs as the step's loss), so a tuner reading the step outputs sees one loss per
@@ -80,8 +82,14 @@ class TrialLoop:
         # The trainer's `training_step` divides by it: the window size is the trainer's to know.
         self.trainer.current_gradient_accumulation_steps = value
 
-    def configure_optimizers(self, module: pl.LightningModule) -> torch.optim.Optimizer:
+    def attach_lightning(self, module: pl.LightningModule, stage: str) -> None:
+        pass
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
         return self.optimizer
+
+    def load_pending_optimizer_state(self) -> None:
+        pass
 
     def training_step(self, model: torch.nn.Module, inputs: dict, num_items_in_batch: Any = None) -> torch.Tensor:
         loss = self.trainer.training_step(model, inputs, num_items_in_batch)
@@ -92,24 +100,42 @@ class TrialLoop:
         window_loss, self._window_loss, self._in_window = self._window_loss, None, 0
         return window_loss
 
-    def _track_micro_batch(self, inputs: dict, loss: torch.Tensor) -> None:
-        pass
-
-    def _on_loop_train_start(self) -> None:
+    def on_lightning_train_start(self) -> None:
         self._window_loss, self._in_window = None, 0
 
-    def _on_loop_epoch_start(self, epoch: int) -> None:
+    def on_lightning_epoch_start(self, epoch: int) -> None:
         self._in_window = 0
 
-    def _on_loop_step_end(self, grad_norm: Any, learning_rate: float) -> None:
+    def on_micro_batch_start(self, batch: MicroBatch) -> None:
+        self.current_gradient_accumulation_steps = batch.window_size
+
+    def on_micro_batch_end(self, batch: MicroBatch, loss: torch.Tensor) -> None:
+        pass
+
+    def on_optimizer_step_end(self, grad_norm: Any, learning_rate: float) -> None:
         self.steps += 1
         self.state.global_step = self.steps
 
-    def _on_loop_epoch_end(self) -> None:
+    def on_lightning_batch_end(self) -> bool:
+        return False
+
+    def on_lightning_epoch_end(self) -> None:
         pass
 
-    def _on_loop_train_end(self) -> None:
+    def on_lightning_train_end(self) -> None:
         pass
+
+    def lightning_checkpoint_state(self) -> dict[str, Any]:
+        return {}  # the tuner's own checkpoint (`trial_run` puts everything back itself)
+
+    def load_lightning_checkpoint_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def _no_evaluation(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("A tuning run only trains: it has no validation, test or predict loop.")
+
+    begin_lightning_evaluation = lightning_evaluation_step = end_lightning_evaluation = _no_evaluation
+    lightning_predict_step = _no_evaluation
 
 
 def trial_lightning_trainer(trainer: Any, root_dir: str, **overrides: Any) -> pl.Trainer:

@@ -124,6 +124,17 @@ def train_logs(trainer: Any) -> list[dict]:
     return [e for e in trainer.state.log_history if "loss" in e]
 
 
+def without_timings(history: list[dict]) -> list[dict]:
+    """`log_history` without the wall-clock entries (`*_runtime`, `*_per_second`), which differ between runs, and
+    without the training summary (HF's `train_loss` averages the steps of one `train()` call, so a resumed run's
+    differs)."""
+    return [
+        {k: v for k, v in e.items() if not k.endswith(("_runtime", "_per_second"))}
+        for e in history
+        if "train_loss" not in e
+    ]
+
+
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()

@@ -7,6 +7,7 @@ Offline: the tokenizer is trained here on the test texts and the model is a tiny
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -112,12 +113,14 @@ def _config(assets: Path, out: Path, **data: object) -> dict:
     }
 
 
-def _fit(config: dict, path: Path, *flags: str, monkeypatch: pytest.MonkeyPatch) -> HFLightningCLI:
+def _fit(
+    config: dict, path: Path, *flags: str, monkeypatch: pytest.MonkeyPatch, subcommand: str = "fit"
+) -> HFLightningCLI:
     path.write_text(yaml.safe_dump(config))
     monkeypatch.setattr(sys, "argv", ["hf_lightning.cli"])  # the CLI parses `args`, not pytest's command line
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return main(["fit", "--config", str(path), *flags])
+        return main([subcommand, "--config", str(path), *flags])
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +174,12 @@ def test_cli_weights_match_transformers_trainer(cli_run: tuple[HFLightningCLI, P
     trainer.train()
     assert trainer.state.global_step == cli.trainer.global_step == 6
     assert_same_weights(cli.model.model, trainer.model)  # torch.equal on every tensor
-    ours = [(e["step"], e["loss"], e["learning_rate"]) for e in cli.model._loop.state.log_history]
+    ours = [(e["step"], e["loss"], e["learning_rate"]) for e in cli.model.loop.state.log_history if "loss" in e]
     theirs = [(e["step"], e["loss"], e["learning_rate"]) for e in trainer.state.log_history if "loss" in e]
+    assert ours == theirs
+    # Lightning's validation loop runs HF's evaluation: the same entries in the log history
+    ours = [(e["step"], e["epoch"], e["eval_loss"]) for e in cli.model.loop.state.log_history if "eval_loss" in e]
+    theirs = [(e["step"], e["epoch"], e["eval_loss"]) for e in trainer.state.log_history if "eval_loss" in e]
     assert ours == theirs
     eval_loss = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e][-1]
     assert cli.trainer.callback_metrics["eval_loss"].item() == pytest.approx(eval_loss, abs=1e-6)
@@ -235,3 +242,77 @@ def test_lightning_cli_example_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyP
         import_example("lightning_cli").BBCNewsCLI(args=flags)
     assert re.search(r"Validation loss \d+\.\d{4} after 2 steps", capsys.readouterr().out)
     assert {"model.safetensors", "tokenizer.json", "trainer_state.json"} <= set(os.listdir(tmp_path / "checkpoint-2"))
+
+
+def _test_config(assets: Path, out: Path) -> dict:
+    """`_config` with `val.jsonl` as the `test_split` too."""
+    config = _config(assets, out)
+    config["data"]["test_split"] = "validation"
+    return config
+
+
+def test_cli_test_and_predict_are_hfs_evaluation(assets: Path, tmp_path, monkeypatch) -> None:
+    """`test` gives HF's metrics of `test_split` (prefixed `test_`), `predict` HF's `prediction_step` logits: what
+    `transformers.Trainer` computes for the same model and rows (`forward` gets the batch as keywords)."""
+    config = _test_config(assets, tmp_path / "test")
+    tested = _fit(config, tmp_path / "test.yaml", monkeypatch=monkeypatch, subcommand="test")
+    metrics = tested.trainer.callback_metrics
+    config = _test_config(assets, tmp_path / "predict")
+    predicted = _fit(config, tmp_path / "predict.yaml", monkeypatch=monkeypatch, subcommand="predict")
+    logits = torch.cat(predicted.trainer.predict_loop.predictions)
+    tokenizer = AutoTokenizer.from_pretrained(assets / "tokenizer")
+    items = [json.loads(line) for line in (assets / "val.jsonl").read_text().splitlines()]
+    rows = Dataset.from_list([{**tokenizer(r["text"]), "labels": LABELS.index(r["label"])} for r in items])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = TrainingArguments(str(tmp_path / "hf"), **ARGS)
+    hf = Trainer(model=tested.model.model, args=args, processing_class=tokenizer)
+    expected = hf.evaluate(rows, metric_key_prefix="test")
+    assert metrics["test_loss"].item() == pytest.approx(expected["test_loss"], abs=1e-6)
+    hf = Trainer(model=predicted.model.model, args=args, processing_class=tokenizer)
+    torch.testing.assert_close(logits, torch.as_tensor(hf.predict(rows).predictions))
+
+
+def test_cli_trainer_clip_and_accumulation_are_the_hf_fields(assets: Path, tmp_path, monkeypatch) -> None:
+    """`--trainer.gradient_clip_val` / `--trainer.accumulate_grad_batches` (Lightning refuses them under manual
+    optimisation) become `max_grad_norm` / `gradient_accumulation_steps`: the run of the HF fields."""
+    config = _config(assets, tmp_path / "a")
+    del config["model"]["args"]["gradient_accumulation_steps"]
+    flags = ["--trainer.gradient_clip_val", "0.5", "--trainer.accumulate_grad_batches", "2"]
+    mapped = _fit(config, tmp_path / "a.yaml", *flags, monkeypatch=monkeypatch)
+    args = mapped.model.args
+    assert (args.max_grad_norm, args.gradient_accumulation_steps) == (0.5, 2)
+    assert mapped.trainer.gradient_clip_val is None and mapped.trainer.accumulate_grad_batches == 1
+    config = _config(assets, tmp_path / "b")
+    fields = _fit(config, tmp_path / "b.yaml", "--model.args.max_grad_norm", "0.5", monkeypatch=monkeypatch)
+    assert mapped.trainer.global_step == fields.trainer.global_step == 6
+    assert_same_weights(mapped.model.model, fields.model.model)
+
+
+def test_cli_honours_the_hf_arguments(assets: Path, tmp_path, monkeypatch) -> None:
+    """`--model.args.precision/strategy/report_to/eval_strategy` were silently ignored: now the trainer runs in the
+    precision and strategy they name, HF evaluates at `eval_steps` (Lightning's own validation loop off) and the CSV
+    logger of `report_to` gets every log at HF's step. A value contradicting the trainer's is refused."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    out = tmp_path / "out"
+    flags = ["--model.args.precision", "bf16-mixed", "--model.args.strategy", "ddp", "--model.args.devices", "1"]
+    flags += ["--model.args.eval_strategy", "steps", "--model.args.eval_steps", "2", "--model.args.report_to", "csv"]
+    cli = _fit(_config(assets, out), tmp_path / "config.yaml", *flags, monkeypatch=monkeypatch)
+    assert cli.trainer.precision == "bf16-mixed" and isinstance(cli.trainer.strategy, DDPStrategy)
+    assert cli.trainer.limit_val_batches == 0
+    history = cli.model.loop.state.log_history
+    assert [e["step"] for e in history if "eval_loss" in e] == [2, 4, 6]
+    with open(out / "csv_logs" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(float(r["step"])) for r in rows if r.get("eval_loss")] == [2, 4, 6]
+    with pytest.raises(ValueError, match=r"precision='bf16-mixed' and `trainer.precision`='32-true'"):
+        _fit(
+            _config(assets, tmp_path / "x"),
+            tmp_path / "x.yaml",
+            "--model.args.precision",
+            "bf16-mixed",
+            "--trainer.precision",
+            "32-true",
+            monkeypatch=monkeypatch,
+        )
