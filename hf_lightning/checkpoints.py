@@ -471,7 +471,11 @@ class CheckpointMixin:
         if not saved:
             return
         known = {f.name for f in dataclasses.fields(TrainerState)}  # a checkpoint from another transformers
-        self.state = TrainerState(**{k: v for k, v in saved["trainer_state"].items() if k in known})
+        restored = TrainerState(**{k: v for k, v in saved["trainer_state"].items() if k in known})
+        if restored.train_batch_size is None:  # saved before training started (Lightning's tuners): no HF state yet
+            self._set_rng_states(_numpy_rng_states(saved["rng"]))
+            return
+        self.state = restored
         compare_trainer_and_checkpoint_args(self.args, self.state)
         self._load_callback_state()
         self.state.init_training_references(

@@ -139,7 +139,11 @@ FIELDS: dict[str, Row] = {
     "enable_jit_checkpoint": Row(H, "SIGTERM -> checkpoint at a step end after transformers' kill_wait (hf_lightning.preemption)", "test_preemption.py::test_jit_checkpoint_after_transformers_grace_period_then_train_returns"),
     "ignore_data_skip": Row(H, "resume without skipping seen batches", "test_checkpoints.py::test_resume_variants_match_transformers"),
     "restore_callback_states_from_checkpoint": Row(H, "stateful callbacks restored on resume", "test_callbacks.py::test_stateful_callbacks_restored_on_resume_like_transformers"),
-    "resume_from_checkpoint": Row(U, "for the user's script; train(resume_from_checkpoint=...) is the call"),
+    "resume_from_checkpoint": Row(
+        U,
+        "for the user's script; train(resume_from_checkpoint=...) is the call (a module fitted by a user's "
+        "lightning.Trainer resumes it: test_two_doors.py::test_resume_either_format_bit_identical)",
+    ),
     # --- hub ---
     "push_to_hub": Row(H, "repo created at construction, checkpoints pushed (hf_lightning.hub)", "test_hub.py::test_hub_strategy_makes_transformers_calls_with_the_same_files"),
     "hub_token": Row(H, "the token of every Hub call", "test_hub.py::test_hub_strategy_makes_transformers_calls_with_the_same_files"),

@@ -86,8 +86,6 @@ _FACADE_ONLY = {
     "checkpoint_on_preemption": "use Lightning's SLURM auto-requeue (`SLURMEnvironment`; its `.ckpt` carries the HF "
     "state) or `OnExceptionCheckpoint`",
     "enable_jit_checkpoint": "use Lightning's SLURM auto-requeue (`SLURMEnvironment`) or `OnExceptionCheckpoint`",
-    "push_to_hub": "upload the `HFCheckpoint` folders with `huggingface_hub.HfApi().upload_folder` (or use "
-    "`hf_lightning.Trainer`)",
 }
 
 # Headless base models (BertModel, LlamaModel ...) return hidden states, never a loss.
@@ -110,6 +108,11 @@ class HFTrainingLoop(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, HubMix
             if kwargs.get(name) is not None:
                 raise ValueError(f"`{name}`: the data of a Lightning run come from its datamodule (`HFDataModule`).")
         checked = to_hf_lightning_args(args if args is not None else TrainingArguments(output_dir="tmp_trainer"))
+        if checked.push_to_hub:
+            raise ValueError(
+                "`push_to_hub=True` is pushed by `hf_lightning.Trainer`; with a plain `lightning.Trainer`, upload the "
+                "`HFCheckpoint` folders with `huggingface_hub.HfApi().upload_folder` (or use the facade)."
+            )
         for name, instead in _FACADE_ONLY.items():
             if getattr(checked, name, None):
                 raise ValueError(

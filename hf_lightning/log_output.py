@@ -48,7 +48,7 @@ _BANNER_LOGGERS = (
 )
 _BANNER = re.compile(
     r"^(GPU available|TPU available|HPU available|💡 Tip|LOCAL_RANK: |Initializing distributed: "
-    r"|-{20,}\s*distributed_backend=)"
+    r"|-{20,}\s*distributed_backend=|`Trainer.fit` stopped: )"
 )
 _LIGHTNING_DIR = os.path.dirname(os.path.abspath(lightning.__file__)) + os.sep
 

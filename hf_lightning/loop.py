@@ -328,9 +328,21 @@ class TrainingLoopMixin:
         self._maybe_log_save_evaluate(grad_norm, learning_rate)
         self._apply_stop_flags()
 
-    def _apply_stop_flags(self) -> None:
-        if self.control.should_training_stop:
-            self.lightning_trainer.should_stop = True
+    def _apply_stop_flags(self, epoch_end: bool = False) -> None:
+        """HF's stop is Lightning's: `trainer.should_stop`. On a `lightning.Trainer` the user owns, a stop its own
+        budget makes there anyway (`max_steps`, `max_epochs`) is left to it: Lightning's tuners rerun the loop after
+        it, which a raised `should_stop` would end at once."""
+        if not self.control.should_training_stop:
+            return
+        trainer = self.lightning_trainer
+        if not self.owns_lightning_trainer:
+            steps_done = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+            epochs_done = (
+                epoch_end and trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+            )
+            if steps_done or epochs_done:
+                return
+        trainer.should_stop = True
 
     def on_lightning_batch_end(self) -> bool:
         """Lightning's `on_train_batch_end`: an HF evaluation of this batch's step reaches Lightning's validation-end
@@ -359,7 +371,7 @@ class TrainingLoopMixin:
             self.control.should_training_stop = True
         if self.lightning_events.pending:
             self._end_lightning_validation()
-        self._apply_stop_flags()
+        self._apply_stop_flags(epoch_end=True)
 
     def _maybe_log_save_evaluate(self, grad_norm: Any, learning_rate: float | None) -> None:
         """HF's step-boundary order: log, then evaluate (and decide the best), then save."""

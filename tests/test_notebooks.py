@@ -91,6 +91,11 @@ def test_lightning_power_user_notebook(tmp_path):
         "Timer" in lt_text and "BatchCounter" in lt_text and "CSVLogger" in lt_text and "HFLightningModule" in lt_text
     )
     assert (work / "outputs" / "power_user" / "csv_logs" / "metrics.csv").is_file()
+    events_text, _ = _outputs(_cell(nb, "resumed.train(resume_from_checkpoint"))  # Lightning's .ckpt resumes HF's run
+    assert "'eval_accuracy'" in events_text and "'rng', 'trainer_state'" in events_text
+    assert "and ended at step 6" in events_text
+    plain_text, _ = _outputs(_cell(nb, "plain.fit(module, datamodule=data)"))
+    assert "'eval_accuracy'" in plain_text and "predict: (24, 5) logits" in plain_text
 
 
 # ---- the notebook progress bar, through the callbacks bridge ------------------------------------------------
