@@ -298,7 +298,14 @@ def test_cli_honours_the_hf_arguments(assets: Path, tmp_path, monkeypatch) -> No
     out = tmp_path / "out"
     flags = ["--model.args.precision", "bf16-mixed", "--model.args.strategy", "ddp", "--model.args.devices", "1"]
     flags += ["--model.args.eval_strategy", "steps", "--model.args.eval_steps", "2", "--model.args.report_to", "csv"]
-    cli = _fit(_config(assets, out), tmp_path / "config.yaml", *flags, monkeypatch=monkeypatch)
+    environ = dict(os.environ)
+    try:
+        cli = _fit(_config(assets, out), tmp_path / "config.yaml", *flags, monkeypatch=monkeypatch)
+    finally:  # Lightning's DDP keeps its group and sets LOCAL_RANK, MASTER_PORT ...: later tests would see a launcher
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
     assert cli.trainer.precision == "bf16-mixed" and isinstance(cli.trainer.strategy, DDPStrategy)
     assert cli.trainer.limit_val_batches == 0
     history = cli.model.loop.state.log_history

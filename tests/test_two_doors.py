@@ -238,7 +238,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("fmt", ["folder", "ckpt"])
-@pytest.mark.parametrize(("door", "written_by"), [("facade", "plain"), ("plain", "facade"), ("facade", "facade")])
+@pytest.mark.parametrize(
+    ("door", "written_by"), [("facade", "plain"), ("plain", "facade"), ("facade", "facade"), ("plain", "plain")]
+)
 def test_resume_either_format_bit_identical(door: str, written_by: str, fmt: str, checkpoints: dict, tmp_path) -> None:
     """Either door resumes a step-2 checkpoint, HF folder or Lightning `.ckpt`, written by either door, to the weights
     and log of the uninterrupted run (dropout on: the RNG states are restored)."""
