@@ -3,8 +3,9 @@
 Everything `transformers.Trainer` does around the optimisation step lives here: the constructor and what it learns
 from the model, HF callbacks (`CallbackHandler`, `TrainerState`, `TrainerControl`), data loaders, the optimiser and
 schedule, `compute_loss` / `training_step` (HF's subclass contract), `log`, and, mixed in from their own modules, the
-loop bookkeeping at each Lightning event (`loop`), evaluation (`evaluation`) and checkpoints and RNG
-(`checkpoints`). `HFLightningModule` drives it through the `HFLoop` protocol (`hf_lightning.module`).
+loop bookkeeping at each Lightning event (`loop`), evaluation (`evaluation`), checkpoints and RNG (`checkpoints`; the
+HF state of Lightning's `.ckpt`: `lightning_checkpoint`). `HFLightningModule` drives it through the `HFLoop` protocol
+(`hf_lightning.module`).
 
 Two doors lead into the same loop object:
 
@@ -64,6 +65,7 @@ from hf_lightning.evaluation import EvaluationMixin
 from hf_lightning.features import LightningAccelerator, maybe_empty_device_cache
 from hf_lightning.hub import HubMixin
 from hf_lightning.legacy_signatures import adapt_legacy_overrides
+from hf_lightning.lightning_checkpoint import LightningCheckpointMixin
 from hf_lightning.lightning_events import LightningEvents
 from hf_lightning.loop import TrainingLoopMixin
 from hf_lightning.memory_metrics import MemoryMetrics
@@ -94,7 +96,7 @@ _BASE_MODEL_CLASS_NAMES = {
 }
 
 
-class HFTrainingLoop(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, HubMixin):
+class HFTrainingLoop(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, LightningCheckpointMixin, HubMixin):
     """The HF side of a run: `transformers.Trainer` minus its `train()` door (see the module docstring)."""
 
     loss_is_scaled_for_ga: bool | None = None
