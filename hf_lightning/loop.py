@@ -170,7 +170,7 @@ class TrainingLoopMixin:
         """Both doors: the `lightning.Trainer` running the loop, its process layout, and what of it hears HF's events
         (its loggers get every HF log, its callbacks HF's evaluations, its progress bar replaces HF's)."""
         self.lightning_trainer = trainer
-        self.args._lightning_processes = (trainer.world_size, trainer.global_rank, trainer.local_rank)
+        self.args.use_lightning_processes(trainer.world_size, trainer.global_rank, trainer.local_rank)
         self.lightning_events = LightningEvents(trainer, self.callback_handler)
 
     def attach_lightning(self, module: Any, stage: str) -> None:

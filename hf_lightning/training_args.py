@@ -248,6 +248,11 @@ class TrainingArguments(transformers.TrainingArguments):
         torch.cuda.set_device(device)
         return device
 
+    def use_lightning_processes(self, world_size: int, rank: int, local_rank: int) -> None:
+        """The process layout of the `lightning.Trainer` running these arguments: `world_size`, `process_index` and
+        `local_process_index` report it from now on (the loop calls this once it has the trainer)."""
+        self._lightning_processes = (world_size, rank, local_rank)
+
     def _process_info(self) -> tuple[int, int, int]:
         """(world size, global rank, local rank): as the Lightning trainer set them, else the process group's, else
         the launcher's (torchrun, SLURM ...: `hf_lightning.process_environment`)."""

@@ -299,3 +299,20 @@ def test_validate_test_predict_are_hfs_evaluation(tmp_path: Path) -> None:
     torch.testing.assert_close(logits, torch.as_tensor(expected_logits))
     batch = next(iter(data.test_dataloader()))
     assert module(batch).logits.shape == module(**batch).logits.shape == (3, 3)  # a batch dict, as Lightning passes it
+
+
+@pytest.mark.parametrize("strategy", ["epoch", "best"])
+def test_hf_checkpoint_saves_where_the_facade_saves(strategy: str, tmp_path: Path) -> None:
+    """`HFCheckpoint` follows `save_strategy` as the facade does: at each epoch end, or after each evaluation that found
+    a new best `metric_for_best_model` (evaluations every step, learning rate high enough for the loss to bounce)."""
+    job = dict(save_strategy=strategy, eval_strategy="steps", eval_steps=1, learning_rate=3e-2)
+    job.update(metric_for_best_model="eval_loss")
+    facade = run_door("facade", tmp_path / "facade", n_eval=8, **job)
+    plain = run_door(
+        "plain", tmp_path / "plain", n_eval=8, lightning_callbacks=[HFCheckpoint(save_on_train_end=False)], **job
+    )
+    saved = sorted(p.name for p in (tmp_path / "facade").glob("checkpoint-*"))
+    assert saved and sorted(p.name for p in (tmp_path / "plain").glob("checkpoint-*")) == saved
+    if strategy == "epoch":
+        assert saved == ["checkpoint-3", "checkpoint-6"]
+    assert plain.state.best_global_step == facade.state.best_global_step
