@@ -28,20 +28,21 @@ from transformers import PreTrainedModel, TrainerControl, TrainerState
 from transformers.trainer_pt_utils import (
     log_metrics,
     metrics_format,
-    safe_globals,
     save_metrics,
     save_state,
     set_rng_state_for_device,
 )
-from transformers.trainer_utils import (
-    PREFIX_CHECKPOINT_DIR,
-    compare_trainer_and_checkpoint_args,
-    load_sharded_checkpoint,
-    rotate_checkpoints,
-    sort_checkpoints,
-)
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, load_sharded_checkpoint
+from transformers.utils import ADAPTER_SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from transformers.utils.import_utils import check_torch_load_is_safe
 
+from hf_lightning.compat import (
+    best_model_save_strategies,
+    compare_trainer_and_checkpoint_args,
+    rotate_checkpoints,
+    safe_globals,
+    sort_checkpoints,
+)
 from hf_lightning.evaluation import metric_for_best_model_value
 from hf_lightning.log_output import hf_logger, published_paths
 from hf_lightning.saved_args import hf_args_for_saving
@@ -56,17 +57,21 @@ from hf_lightning.strategies import (
 
 logger = logging.getLogger(__name__)
 
+# The file names transformers' Trainer writes; it keeps them in `transformers.trainer` (a costly import), so they are
+# restated here and pinned by `tests/test_canaries.py`. The weight file names are read from `transformers.utils`.
 TRAINER_STATE_NAME = "trainer_state.json"
 TRAINING_ARGS_NAME = "training_args.bin"
 
 OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.pt"
 SCALER_NAME = "scaler.pt"
-SAFE_WEIGHTS_NAME = "model.safetensors"
-SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-ADAPTER_SAFE_WEIGHTS_NAME = "adapter_model.safetensors"
 TMP_PREFIX = "tmp-"
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+def rng_state_name(world_size: int, rank: int) -> str:
+    """The file of a rank's RNG states in a checkpoint, as transformers names it."""
+    return "rng_state.pth" if world_size <= 1 else f"rng_state_{rank}.pth"
 
 
 class CheckpointSaveError(OSError):
@@ -302,7 +307,7 @@ class CheckpointMixin:
     def _write_checkpoint(self, output_dir: str, run_dir: str) -> None:
         """Everything HF's `_save_checkpoint` writes, in HF's order, into `output_dir`."""
         self.save_model(output_dir, _internal_call=True)
-        if self.args.save_strategy in ("steps", "epoch", "best") and self.state.best_global_step:
+        if self.args.save_strategy in best_model_save_strategies() and self.state.best_global_step:
             best_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
             # The folder being written only exists under its temporary name until it is published.
             if os.path.exists(best_dir) or self.state.best_global_step == self.state.global_step:
@@ -365,8 +370,7 @@ class CheckpointMixin:
             torch.save(scaler.state_dict(), os.path.join(output_dir, SCALER_NAME))
 
     def _rng_file(self, checkpoint: str) -> str:
-        name = "rng_state.pth" if self.args.world_size <= 1 else f"rng_state_{self.args.process_index}.pth"
-        return os.path.join(checkpoint, name)
+        return os.path.join(checkpoint, rng_state_name(self.args.world_size, self.args.process_index))
 
     def _rng_states(self) -> dict[str, Any]:
         """This process's RNG states as HF saves them: python, numpy, torch CPU and, when present, CUDA."""
@@ -393,7 +397,7 @@ class CheckpointMixin:
             self.state.best_metric = float("-inf") if self.args.greater_is_better else float("inf")
         if operator(value, self.state.best_metric):
             self.state.best_metric = value
-            if self.args.save_strategy in ("steps", "epoch", "best"):
+            if self.args.save_strategy in best_model_save_strategies():
                 self.state.best_global_step = self.state.global_step
             return True
         return False

@@ -34,7 +34,7 @@ from hf_lightning.hf_checkpoint import HFCheckpoint
 from hf_lightning.hf_loop import HFTrainingLoop
 from hf_lightning.lightning_kwargs import map_into_arguments
 from hf_lightning.module import HFLightningModule
-from hf_lightning.training_args import TrainingArguments, to_hf_lightning_args
+from hf_lightning.training_args import DEFAULT_OUTPUT_DIR, TrainingArguments, to_hf_lightning_args
 from hf_lightning.translation import lightning_trainer_kwargs
 
 __all__ = [
@@ -104,7 +104,7 @@ class HFModelModule(HFLightningModule):
             raise TypeError(f"`model` must be an `nn.Module` or a model name or path, got {type(model).__name__}.")
         elif model_kwargs:
             raise ValueError("`model_kwargs` apply to a model given by name or path, not to a built `model`.")
-        args = to_hf_lightning_args(args if args is not None else TrainingArguments(output_dir="tmp_trainer"))
+        args = to_hf_lightning_args(args if args is not None else TrainingArguments(output_dir=DEFAULT_OUTPUT_DIR))
         loop = HFTrainingLoop.for_lightning_trainer(
             model, args, compute_loss_func=compute_loss_func, compute_metrics=compute_metrics, callbacks=callbacks
         )

@@ -20,12 +20,16 @@ from typing import Any
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
-from transformers.trainer_pt_utils import BatchRebalanceSampler, LengthGroupedSampler
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import RemoveColumnsCollator, has_length, seed_worker
 
+from hf_lightning import compat
 from hf_lightning.accelerator_config import check_for_processes, use_seedable_sampler
 
 logger = logging.getLogger(__name__)
+
+# The label value transformers' losses, collators and padding ignore (`tests/test_canaries.py` pins it).
+IGNORE_INDEX = -100
 
 
 class SeedableRandomSampler(RandomSampler):
@@ -139,7 +143,7 @@ def _lengths_column(dataset: Any, args: Any) -> Any:
 def train_sampler(dataset: Dataset, args: Any, processing_class: Any = None) -> Any:
     """HF's train sampler for `train_sampling_strategy` ('random' seeded like accelerate's, 'sequential',
     'group_by_length' with `length_column_name`, 'batch_rebalance'); None for an `IterableDataset`."""
-    strategy = getattr(args, "train_sampling_strategy", "random")
+    strategy = compat.train_sampling_strategy(args)
     if not has_length(dataset):
         if dataset is not None and strategy in ("group_by_length", "batch_rebalance"):
             logger.warning(
@@ -169,7 +173,7 @@ def train_sampler(dataset: Dataset, args: Any, processing_class: Any = None) -> 
         elif isinstance(lengths, torch.Tensor):
             lengths = lengths.tolist()
         world_size = max(1, args.world_size)
-        return BatchRebalanceSampler(
+        return compat.batch_rebalance_sampler()(
             lengths=lengths,
             effective_batch_size=args.train_batch_size * args.gradient_accumulation_steps * world_size,
             dp_size=world_size,
@@ -210,16 +214,16 @@ def build_dataloader(
         # Without an accelerator torch pins nothing and warns at every iteration of the loader (HF: once a process).
         "pin_memory": args.dataloader_pin_memory and _accelerator_available(),
         "persistent_workers": args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
-        "in_order": getattr(args, "dataloader_in_order", True),  # a field since transformers 5.20
+        "in_order": compat.training_argument(args, "dataloader_in_order"),
     }
     if args.dataloader_num_workers > 0:
         params["prefetch_factor"] = args.dataloader_prefetch_factor
-        params["multiprocessing_context"] = args.dataloader_multiprocessing_context
+        params["multiprocessing_context"] = compat.training_argument(args, "dataloader_multiprocessing_context")
     if isinstance(dataset, IterableDataset):
         return DataLoader(dataset, batch_size=batch_size, **params)
     if is_training:
         params["worker_init_fn"] = partial(seed_worker, num_workers=args.dataloader_num_workers, rank=process_index)
-    if isinstance(sampler, BatchRebalanceSampler):  # rank-aware batches: used as the batch sampler as is
+    if compat.is_batch_rebalance_sampler(sampler):  # rank-aware batches: used as the batch sampler as is
         return DataLoader(dataset, batch_sampler=sampler, **params)
     if sampler is None:
         sampler = SequentialSampler(dataset)
@@ -382,10 +386,7 @@ def count_label_items(batches: list, shift_labels: bool) -> torch.Tensor | None:
     if not batches or not isinstance(batches[0], Mapping) or "labels" not in batches[0]:
         return None
     try:
-        labels = [
-            b["shift_labels"] if "shift_labels" in b else b["labels"][..., 1:] if shift_labels else b["labels"]
-            for b in batches
-        ]
-        return sum(label.ne(-100).sum() for label in labels)
+        labels = [compat.labels_to_count(b, shift_labels) for b in batches]
+        return sum(label.ne(IGNORE_INDEX).sum() for label in labels)
     except (TypeError, AttributeError):
         return None

@@ -16,10 +16,10 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, default_data_collator
-from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
 from transformers.utils import find_labels
 
 from hf_lightning import data as hf_data
+from hf_lightning.compat import loss_shifts_labels
 from hf_lightning.distributed import shard_eval_loader
 
 __all__ = ["HFDataModule"]
@@ -97,10 +97,7 @@ class HFDataModule(pl.LightningDataModule):
     def _count_items(self, batches: list) -> torch.Tensor | None:
         model = self._model()
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        shift = LOSS_MAPPING.get(getattr(base, "loss_type", None)) is ForCausalLMLoss and not getattr(
-            getattr(base, "config", None), "is_encoder_decoder", False
-        )
-        return hf_data.count_label_items(batches, shift)
+        return hf_data.count_label_items(batches, loss_shifts_labels(base))
 
     def train_dataloader(self) -> hf_data.AccumulationWindowLoader:
         """HF's train loader in accumulation windows (`MicroBatch`es)."""

@@ -28,6 +28,9 @@ __all__ = [
     "load_deepspeed_config",
 ]
 
+# The methods of transformers' `HfTrainerDeepSpeedConfig` that resolve "auto" values (`tests/test_canaries.py`).
+HF_CONFIG_METHODS = ("is_auto", "fill_match", "trainer_config_process", "trainer_config_finalize", "dtype")
+
 # The optimiser and schedule come from `TrainingArguments` (HF's `optim` / `lr_scheduler_type`), as for any strategy.
 _HF_OWNED_DS_SECTIONS = ("optimizer", "scheduler")
 
@@ -42,8 +45,7 @@ def _hf_deepspeed_config(config: dict[str, Any]) -> Any:
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
     hf = vars(HfTrainerDeepSpeedConfig)
-    names = ("is_auto", "fill_match", "trainer_config_process", "trainer_config_finalize", "dtype")
-    methods: dict[str, Any] = {name: hf[name] for name in names}
+    methods: dict[str, Any] = {name: hf[name] for name in HF_CONFIG_METHODS}
     methods["fill_only"] = partialmethod(hf["fill_match"], must_match=False)
     resolver = type("HfDeepSpeedAutoConfig", (HfDeepSpeedConfig,), methods)(copy.deepcopy(config))
     resolver._dtype = None

@@ -18,7 +18,7 @@ from torch.utils.data import BatchSampler, DataLoader
 from transformers.trainer_utils import has_length
 
 from hf_lightning.accelerator_config import check_for_processes
-from hf_lightning.data import ShardedBatchSampler
+from hf_lightning.data import IGNORE_INDEX, ShardedBatchSampler
 
 
 def _world() -> tuple[int, int]:
@@ -159,7 +159,7 @@ class Gatherer:
         width = int(max(s.item() for s in sizes))
         if width == tensor.shape[1]:
             return tensor
-        out = tensor.new_full((tensor.shape[0], width, *tensor.shape[2:]), -100)
+        out = tensor.new_full((tensor.shape[0], width, *tensor.shape[2:]), IGNORE_INDEX)
         out[:, : tensor.shape[1]] = tensor
         return out
 

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hf_lightning.data import IGNORE_INDEX
+
 __all__ = ["BatchAccumulator", "RowStream"]
 
 
@@ -28,7 +30,9 @@ class BatchAccumulator:
     `to_cpu` (`eval_accumulation_steps`) or the end, as in HF. `expected_batches` (the loader's length, when known)
     sizes the first chunk so that a whole evaluation usually fills a single one."""
 
-    def __init__(self, concat: bool = True, padding_index: int = -100, expected_batches: int | None = None) -> None:
+    def __init__(
+        self, concat: bool = True, padding_index: int = IGNORE_INDEX, expected_batches: int | None = None
+    ) -> None:
         self.concat = concat
         self.padding_index = padding_index
         self.expected_batches = expected_batches

@@ -11,13 +11,18 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
-from transformers.integrations.neftune import activate_neftune, deactivate_neftune
+
+from hf_lightning.compat import (
+    activate_neftune,
+    activation_checkpointing,
+    deactivate_neftune,
+    enable_model_activation_checkpointing,
+)
 
 __all__ = [
     "LightningAccelerator",
@@ -31,30 +36,15 @@ __all__ = [
 
 def enable_activation_checkpointing(model: nn.Module, args: Any) -> None:
     """HF's `train()` preamble: `activation_checkpointing` (v4/v5 alias `gradient_checkpointing`) with its kwargs."""
-    if not args.activation_checkpointing:
+    enabled, kwargs = activation_checkpointing(args)
+    if not enabled:
         return
-    kwargs = dict(args.activation_checkpointing_kwargs or {})
-    every_n_layers = kwargs.pop("every_n_layers", 1)
-    offload = kwargs.pop("offload", False)
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(
-            activation_checkpointing_kwargs=kwargs or None, every_n_layers=every_n_layers, offload=offload
-        )
-    elif hasattr(model, "gradient_checkpointing_enable"):
-        warnings.warn(
-            f"`{type(model).__name__}` only defines `gradient_checkpointing_enable`, which is deprecated and will no "
-            "longer be called in v6. Define `activation_checkpointing_enable` instead.",
-            FutureWarning,
-            stacklevel=2,
-        )
-        model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs=kwargs or None, every_n_layers=every_n_layers, offload=offload
-        )
-    else:
+    if not (hasattr(model, "activation_checkpointing_enable") or hasattr(model, "gradient_checkpointing_enable")):
         raise ValueError(
             f"`activation_checkpointing` (`gradient_checkpointing`) is set but `{type(model).__name__}` has no "
             "`activation_checkpointing_enable` method: use a transformers `PreTrainedModel` or unset the argument."
         )
+    enable_model_activation_checkpointing(model, kwargs)
 
 
 def compile_model(model: nn.Module, args: Any) -> nn.Module:

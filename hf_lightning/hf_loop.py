@@ -38,15 +38,9 @@ from transformers import (
     default_data_collator,
 )
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
-from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_MAPPING_NAMES
 from transformers.trainer_callback import CallbackHandler, ExportableState
-from transformers.trainer_pt_utils import (
-    LabelSmoother,
-    get_learning_rates,
-    get_num_trainable_parameters,
-    get_optimizer_group,
-)
+from transformers.trainer_pt_utils import LabelSmoother
 from transformers.trainer_utils import enable_full_determinism, has_length, set_seed, speed_metrics
 from transformers.utils import can_return_loss, find_labels
 
@@ -61,6 +55,7 @@ from hf_lightning.callbacks import (
     split_callbacks,
 )
 from hf_lightning.checkpoints import CheckpointMixin
+from hf_lightning.compat import label_smoother_kwargs, loss_shifts_labels, trainer_helper
 from hf_lightning.evaluation import EvaluationMixin
 from hf_lightning.features import LightningAccelerator, maybe_empty_device_cache
 from hf_lightning.hub import HubMixin
@@ -72,7 +67,7 @@ from hf_lightning.memory_metrics import MemoryMetrics
 from hf_lightning.preemption import preemption_handler
 from hf_lightning.reporting import build_loggers, integration_loggers
 from hf_lightning.throughput import ThroughputMeter
-from hf_lightning.training_args import TrainingArguments, to_hf_lightning_args
+from hf_lightning.training_args import DEFAULT_OUTPUT_DIR, TrainingArguments, to_hf_lightning_args
 
 __all__ = ["HFTrainingLoop"]
 
@@ -109,7 +104,7 @@ class HFTrainingLoop(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, Lightn
         for name in ("train_dataset", "eval_dataset", "model_init"):
             if kwargs.get(name) is not None:
                 raise ValueError(f"`{name}`: the data of a Lightning run come from its datamodule (`HFDataModule`).")
-        checked = to_hf_lightning_args(args if args is not None else TrainingArguments(output_dir="tmp_trainer"))
+        checked = to_hf_lightning_args(args if args is not None else TrainingArguments(output_dir=DEFAULT_OUTPUT_DIR))
         if checked.push_to_hub:
             raise ValueError(
                 "`push_to_hub=True` is pushed by `hf_lightning.Trainer`; with a plain `lightning.Trainer`, upload the "
@@ -123,9 +118,9 @@ class HFTrainingLoop(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, Lightn
         return cls(model=model, args=checked, **kwargs)
 
     # transformers' helpers for external use (functions of the trainer in `transformers.trainer_pt_utils`).
-    get_learning_rates = get_learning_rates
-    get_num_trainable_parameters = get_num_trainable_parameters
-    get_optimizer_group = get_optimizer_group
+    get_learning_rates = trainer_helper("get_learning_rates")
+    get_num_trainable_parameters = trainer_helper("get_num_trainable_parameters")
+    get_optimizer_group = trainer_helper("get_optimizer_group")
 
     def __init__(
         self,
@@ -153,7 +148,7 @@ class HFTrainingLoop(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, Lightn
                 stacklevel=2,
             )
             processing_class = tokenizer
-        self.args = to_hf_lightning_args(args if args is not None else TrainingArguments(output_dir="tmp_trainer"))
+        self.args = to_hf_lightning_args(args if args is not None else TrainingArguments(output_dir=DEFAULT_OUTPUT_DIR))
         if self.args.full_determinism:
             enable_full_determinism(self.args.seed)
         else:
@@ -262,9 +257,7 @@ class HFTrainingLoop(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, Lightn
         self.label_names = default_label_names if self.args.label_names is None else self.args.label_names
         self.can_return_loss = can_return_loss(base.__class__)
         config = getattr(base, "config", None)
-        self._loss_shifts_labels = LOSS_MAPPING.get(getattr(base, "loss_type", None)) is ForCausalLMLoss and not (
-            getattr(config, "is_encoder_decoder", False)
-        )
+        self._loss_shifts_labels = loss_shifts_labels(base)
         self.label_smoother = None
         if self.args.label_smoothing_factor != 0:
             if getattr(config, "problem_type", None) == "multi_label_classification":
@@ -466,7 +459,7 @@ class HFTrainingLoop(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, Lightn
         elif labels is not None:
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             shift = base._get_name() in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
-            loss = self.label_smoother(outputs, labels, shift_labels=shift, num_items_in_batch=num_items_in_batch)
+            loss = self.label_smoother(outputs, labels, shift_labels=shift, **label_smoother_kwargs(num_items_in_batch))
         else:
             if isinstance(outputs, dict) and "loss" not in outputs:
                 raise ValueError(

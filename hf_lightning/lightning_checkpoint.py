@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 from transformers import TrainerState
-from transformers.trainer_utils import compare_trainer_and_checkpoint_args
+
+from hf_lightning.compat import compare_trainer_and_checkpoint_args
 
 __all__ = ["LightningCheckpointMixin"]
 

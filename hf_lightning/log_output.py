@@ -27,6 +27,8 @@ import lightning
 from transformers.trainer_pt_utils import get_model_param_count
 from transformers.utils import logging as hf_logging
 
+from hf_lightning.compat import training_log_of_5_3
+
 __all__ = [
     "hf_logger",
     "log_evaluation_start",
@@ -78,7 +80,8 @@ def log_training_start(
     hf_logger.info("***** Running training *****")
     hf_logger.info(f"  Num examples = {num_examples:,}")
     hf_logger.info(f"  Num Epochs = {plan['num_train_epochs']:,}")
-    hf_logger.info(f"  Num update steps per epoch = {plan['steps_per_epoch']:,}")
+    if training_log_of_5_3():
+        hf_logger.info(f"  Num update steps per epoch = {plan['steps_per_epoch']:,}")
     hf_logger.info(f"  Instantaneous batch size per device = {args.per_device_train_batch_size:,}")
     if args.per_device_train_batch_size != train_batch_size:
         hf_logger.info(f"  Training with DataParallel so batch size has been adjusted to: {train_batch_size:,}")
@@ -88,6 +91,16 @@ def log_training_start(
     hf_logger.info(f"  Number of trainable parameters = {get_model_param_count(model, trainable_only=True):,}")
     if resumed is not None:
         epochs_trained, global_step, skipped = resumed
+        if not training_log_of_5_3():
+            hf_logger.info("  Continuing training from checkpoint, will skip to saved global_step")
+            hf_logger.info(f"  Continuing training from epoch {epochs_trained}")
+            hf_logger.info(f"  Continuing training from global step {global_step}")
+            if not args.ignore_data_skip:
+                hf_logger.info(
+                    f"  Will skip the first {epochs_trained} epochs then the first {skipped} batches in the first "
+                    "epoch."
+                )
+            return
         hf_logger.info(f"  Resuming training from checkpoint with epoch {epochs_trained} and global step {global_step}")
         if not args.ignore_data_skip:
             hf_logger.info(

@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, TrainerState
 from transformers.trainer_utils import TrainOutput, has_length, speed_metrics
 
 from hf_lightning import data as hf_data
+from hf_lightning.compat import train_loss_steps, train_mode_at_train_start
 from hf_lightning.features import compile_model
 from hf_lightning.lightning_events import LightningEvents
 from hf_lightning.log_output import log_training_completed, log_training_start
@@ -140,6 +141,7 @@ class TrainingLoopMixin:
         plan = self._step_plan(train_dataloader)
         self._plan = plan
         self.state = TrainerState(stateful_callbacks=self._stateful_callbacks())
+        self.state.epoch = 0  # HF's train start (the default of `TrainerState.epoch` was None before 5.3)
         self.state.is_hyper_param_search = trial is not None
         self.state.train_batch_size = self._train_batch_size
         self.state.compute_steps(args, plan["max_steps"])
@@ -261,6 +263,8 @@ class TrainingLoopMixin:
         # A mid-epoch `.ckpt` resume starts without `on_train_epoch_start`: the epoch is Lightning's.
         self._epoch = self._epochs_trained + self.lightning_trainer.current_epoch
         self._micro_step = -1
+        if train_mode_at_train_start():
+            self.model.train()
         self.model.zero_grad()
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         if args.eval_on_start:
@@ -413,7 +417,7 @@ class TrainingLoopMixin:
         log_training_completed()
         self._total_loss_scalar += self._tr_loss.item()
         steps = self.state.global_step - self._initial_global_step
-        train_loss = self._total_loss_scalar / max(steps, 0.001)
+        train_loss = self._total_loss_scalar / max(train_loss_steps(self.state.global_step, steps), 0.001)
         metrics = speed_metrics(
             "train",
             self._train_start_time,

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import get_scheduler
-from transformers.optimization import GreedyLR
 from transformers.trainer_pt_utils import get_parameter_names
+
+from hf_lightning import compat
 
 NO_DECAY_NAME_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
 
@@ -35,28 +36,8 @@ def grouped_parameters(model: nn.Module, weight_decay: float, decay_names: list[
 
 
 def optimizer_cls_and_kwargs(args: Any, model: nn.Module | None = None) -> tuple[type, dict[str, Any]]:
-    """The optimiser class and kwargs for `args.optim`, from transformers' own table (every HF optim name).
-
-    `Trainer.get_optimizer_cls_and_kwargs` is a thin front for `transformers.trainer_optimizer`'s handler table;
-    calling the table directly spares importing `transformers.trainer` (which imports `datasets` and pandas,
-    ~80 MB of RSS). Transformers versions without that module fall back to the static method."""
-    try:
-        from transformers.trainer_optimizer import _OPTIMIZER_HANDLERS, OptimizerContext, _parse_optim_args
-    except ImportError:  # pragma: no cover - transformers < 5.x layout
-        from transformers.trainer import Trainer as HFTrainer
-
-        return HFTrainer.get_optimizer_cls_and_kwargs(args, model)
-    ctx = OptimizerContext(
-        args=args,
-        model=model,
-        optimizer_kwargs={"lr": args.learning_rate},
-        adam_kwargs={"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon},
-        optim_args=_parse_optim_args(args.optim_args),
-    )
-    handler = _OPTIMIZER_HANDLERS.get(args.optim)
-    if handler is None:
-        raise ValueError(f"Trainer cannot instantiate unsupported optimizer: {args.optim}")
-    return handler(ctx)
+    """The optimiser class and kwargs for `args.optim`, from transformers' own table (every HF optim name)."""
+    return compat.optimizer_cls_and_kwargs(args, model)
 
 
 def build_optimizer(
@@ -83,7 +64,7 @@ def build_scheduler(args: Any, optimizer: torch.optim.Optimizer, num_training_st
     )
 
 
-_METRIC_SCHEDULERS = (torch.optim.lr_scheduler.ReduceLROnPlateau, GreedyLR)
+_METRIC_SCHEDULERS = compat.metric_scheduler_classes()
 
 
 def is_metric_scheduler(scheduler: Any) -> bool:

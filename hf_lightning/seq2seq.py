@@ -44,7 +44,7 @@ __all__ = ["Seq2SeqTrainer", "Seq2SeqTrainingArguments"]
 
 
 def _is_fsdp_managed(model: nn.Module) -> bool:
-    from transformers.distributed.fsdp import is_fsdp_managed_module
+    from hf_lightning.compat import is_fsdp_managed_module
 
     return is_fsdp_managed_module(model)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import GenerationConfig
 
-from hf_lightning.training_args import TrainingArguments, rebuild_args
+from hf_lightning.training_args import DEFAULT_OUTPUT_DIR, TrainingArguments, rebuild_args
 
 __all__ = ["Seq2SeqTrainingArguments", "to_seq2seq_args"]
 
@@ -79,7 +79,7 @@ def to_seq2seq_args(args: Any) -> Seq2SeqTrainingArguments:
     `transformers.TrainingArguments`, e.g. transformers' `Seq2SeqTrainingArguments` or our `TrainingArguments`,
     whose missing generation fields take their defaults); None gives the defaults with `output_dir="tmp_trainer"`."""
     if args is None:
-        return Seq2SeqTrainingArguments(output_dir="tmp_trainer")
+        return Seq2SeqTrainingArguments(output_dir=DEFAULT_OUTPUT_DIR)
     if isinstance(args, Seq2SeqTrainingArguments):
         return args
     return rebuild_args(args, Seq2SeqTrainingArguments)

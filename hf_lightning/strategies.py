@@ -39,6 +39,12 @@ from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from torch import nn
 from typing_extensions import override
 
+from hf_lightning.compat import (
+    activation_checkpointing,
+    hf_default,
+    model_is_activation_checkpointing,
+    training_argument,
+)
 from hf_lightning.deepspeed_integration import (
     HFDeepSpeedStrategy,
     deepspeed_batch_config,
@@ -69,7 +75,6 @@ __all__ = [
     "uses_ddp",
 ]
 
-_HF_DEFAULT_DDP_TIMEOUT = 1800
 _FAMILIES = {"DDPStrategy": "ddp", "FSDPStrategy": "fsdp", "DeepSpeedStrategy": "deepspeed"}
 
 
@@ -122,7 +127,7 @@ def _hf_ddp_args_given(args: Any) -> bool:
     return (
         any(getattr(args, n, None) is not None for n in names)
         or getattr(args, "ddp_backend", None) is not None
-        or getattr(args, "ddp_timeout", _HF_DEFAULT_DDP_TIMEOUT) != _HF_DEFAULT_DDP_TIMEOUT
+        or getattr(args, "ddp_timeout", hf_default("ddp_timeout")) != hf_default("ddp_timeout")
     )
 
 
@@ -147,7 +152,7 @@ def ddp_strategy_kwargs(args: Any, model: nn.Module | None = None) -> dict[str, 
     if args.ddp_find_unused_parameters is not None:
         find_unused = args.ddp_find_unused_parameters
     elif isinstance(model, PreTrainedModel):
-        find_unused = not (getattr(model, "is_activation_checkpointing", False) or args.activation_checkpointing)
+        find_unused = not (model_is_activation_checkpointing(model) or activation_checkpointing(args)[0])
     else:
         find_unused = True
     kwargs: dict[str, Any] = {
@@ -160,8 +165,8 @@ def ddp_strategy_kwargs(args: Any, model: nn.Module | None = None) -> dict[str, 
         ("ddp_broadcast_buffers", "broadcast_buffers"),
         ("ddp_static_graph", "static_graph"),
     ):
-        if getattr(args, hf_name) is not None:
-            kwargs[ddp_name] = getattr(args, hf_name)
+        if training_argument(args, hf_name) is not None:
+            kwargs[ddp_name] = training_argument(args, hf_name)
     return kwargs
 
 
@@ -258,14 +263,18 @@ def _layer_classes(model: nn.Module | None, names: list[str]) -> set[type[nn.Mod
 def fsdp_strategy_kwargs(args: Any, model: nn.Module | None = None) -> dict[str, Any]:
     """`FSDPStrategy` keyword arguments for `fsdp_config` (HF's keys, with or without the `fsdp_` prefix)."""
     config = _fsdp_config(args)
-    version = int(config.get("version", 2))
-    reshard = config.get("reshard_after_forward", True if version == 2 else "full_shard")
     fsdp = getattr(args, "fsdp", None)
-    if isinstance(fsdp, (str, list)):  # HF's legacy options: "full_shard auto_wrap offload" ...
-        items = fsdp.split() if isinstance(fsdp, str) else list(fsdp)
-        reshard = next((i for i in items if i.upper() in ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD")), reshard)
+    if isinstance(fsdp, (str, list)):  # HF's legacy options ("full_shard auto_wrap offload" ...) fill what
+        # `fsdp_config` leaves unset, as transformers does; before 5.10 it turns them (and `fsdp=True`) into a list of
+        # `FSDPOption` members, whose values are the names
+        items = fsdp.split() if isinstance(fsdp, str) else [str(getattr(item, "value", item)) for item in fsdp]
+        sharding_item = next((i for i in items if i.upper() in ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD")), None)
+        if sharding_item is not None:
+            config.setdefault("reshard_after_forward", sharding_item)
         if "offload" in items:
             config.setdefault("cpu_offload", True)
+    version = int(config.get("version", 2))
+    reshard = config.get("reshard_after_forward", True if version == 2 else "full_shard")
     if isinstance(reshard, bool) or str(reshard).lower() in ("true", "false"):
         sharding = "FULL_SHARD" if _as_bool(reshard) else "SHARD_GRAD_OP"
     else:

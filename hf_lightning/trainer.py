@@ -27,7 +27,6 @@ from transformers.trainer_utils import (
     find_executable_batch_size,
     has_length,
     set_seed,
-    suppress_progress_bars,
 )
 
 from hf_lightning import batch_size_finder, lr_finder
@@ -35,6 +34,7 @@ from hf_lightning import data as hf_data
 from hf_lightning.batch_size_finder import BatchSizeResult
 from hf_lightning.callbacks import set_log_levels
 from hf_lightning.checkpoints import TRAINER_STATE_NAME, is_lightning_checkpoint
+from hf_lightning.compat import suppress_progress_bars
 from hf_lightning.features import activate_neftune, deactivate_neftune, enable_activation_checkpointing
 from hf_lightning.hf_loop import HFTrainingLoop
 from hf_lightning.host_memory import keep_freed_host_memory

@@ -24,13 +24,24 @@ from transformers.trainer_pt_utils import AcceleratorConfig
 from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy, SchedulerType
 from transformers.training_args import OptimizerNames, ParallelMode
 
+from hf_lightning import compat
 from hf_lightning.accelerator_config import apply_gradient_accumulation_kwargs, refuse_configured_state
 from hf_lightning.argument_types import check_string_values
+from hf_lightning.compat import check_newer_arguments, check_newer_value, has_training_argument, hf_default
 from hf_lightning.field_accounting import refuse_unsupported
 from hf_lightning.lightning_kwargs import map_into_arguments
 from hf_lightning.process_environment import ProcessEnvironment, accelerate_wants_cpu
 
-__all__ = ["TrainingArguments", "lightning_accelerator", "lightning_precision", "to_hf_lightning_args"]
+__all__ = [
+    "DEFAULT_OUTPUT_DIR",
+    "TrainingArguments",
+    "lightning_accelerator",
+    "lightning_precision",
+    "to_hf_lightning_args",
+]
+
+# `output_dir` of the arguments a Trainer builds when given none (transformers' choice; `tests/test_canaries.py`).
+DEFAULT_OUTPUT_DIR = "tmp_trainer"
 
 _LEGACY_HELP = "Deprecated (transformers v4): "
 
@@ -58,20 +69,24 @@ _FP16_PRECISIONS = frozenset({"16-mixed", "16-true", "transformer-engine-float16
 _BF16_PRECISIONS = frozenset({"bf16-mixed", "bf16-true", "transformer-engine"})
 
 
+_NEWER_HELP = "Needs a later transformers: "
+
+
+def _newer(name: str, flag: bool = False) -> Any:
+    """An argument of a later transformers release, declared where the installed one lacks it: always None; setting it
+    fails naming the release (`compat.check_newer_arguments`)."""
+    metadata: dict[str, Any] = {"help": f"{_NEWER_HELP}>= {compat.SINCE[name]} (not installed)."}
+    if flag:
+        metadata.update(nargs="?", const=True)
+    return field(default=None, metadata=metadata)
+
+
 def _legacy(help_text: str, flag: bool = False) -> Any:
     """A deprecated v4 field defaulting to None; `flag=True` also accepts a bare `--flag` on the command line."""
     metadata: dict[str, Any] = {"help": _LEGACY_HELP + help_text}
     if flag:
         metadata.update(nargs="?", const=True)
     return field(default=None, metadata=metadata)
-
-
-def _hf_default(name: str) -> Any:
-    """The default of a `transformers.TrainingArguments` field."""
-    for f in dataclasses.fields(transformers.TrainingArguments):
-        if f.name == name:
-            return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    raise KeyError(name)
 
 
 def _enum_value(value: Any) -> Any:
@@ -198,10 +213,14 @@ class TrainingArguments(transformers.TrainingArguments):
     )
 
     # --- transformers v4 names (deprecated; translated in __post_init__) ---
+    # Older 5.x releases still have some of them (`warmup_ratio`, `logging_dir` before 5.15, `group_by_length` before
+    # 5.2) as fields of their own: there transformers' field and its handling stay, untouched.
     evaluation_strategy: Union[IntervalStrategy, str, None] = _legacy("use `eval_strategy`.")
     overwrite_output_dir: Union[bool, None] = _legacy("overwrite the output directory (kept as is).", flag=True)
-    warmup_ratio: Union[float, None] = _legacy("warmup steps = ceil(ratio * total steps); use `warmup_steps`.")
-    logging_dir: Union[str, None] = _legacy("TensorBoard dir; use env `TENSORBOARD_LOGGING_DIR`.")
+    if not has_training_argument("warmup_ratio"):
+        warmup_ratio: Union[float, None] = _legacy("warmup steps = ceil(ratio * total steps); use `warmup_steps`.")
+    if not has_training_argument("logging_dir"):
+        logging_dir: Union[str, None] = _legacy("TensorBoard dir; use env `TENSORBOARD_LOGGING_DIR`.")
     save_safetensors: Union[bool, None] = _legacy("v5 always saves safetensors.", flag=True)
     jit_mode_eval: Union[bool, None] = _legacy("ignored; use `torch_compile`.", flag=True)
     use_ipex: Union[bool, None] = _legacy("ignored.", flag=True)
@@ -211,10 +230,32 @@ class TrainingArguments(transformers.TrainingArguments):
     no_cuda: Union[bool, None] = _legacy("use `use_cpu`.", flag=True)
     per_gpu_train_batch_size: Union[int, None] = _legacy("use `per_device_train_batch_size`.")
     per_gpu_eval_batch_size: Union[int, None] = _legacy("use `per_device_eval_batch_size`.")
-    group_by_length: Union[bool, None] = _legacy("use `train_sampling_strategy='group_by_length'`.", flag=True)
+    if not has_training_argument("group_by_length"):
+        group_by_length: Union[bool, None] = _legacy("use `train_sampling_strategy='group_by_length'`.", flag=True)
     include_inputs_for_metrics: Union[bool, None] = _legacy("use `include_for_metrics=['inputs']`.", flag=True)
 
+    # --- arguments of later transformers releases (`compat.SINCE`) ---
+    # Declared only where the installed transformers lacks them, so that setting one (also on the command line)
+    # fails naming the release that has it instead of as an unknown argument.
+    if not has_training_argument("train_sampling_strategy"):
+        train_sampling_strategy: Union[str, None] = _newer("train_sampling_strategy")
+    if not has_training_argument("ddp_static_graph"):
+        ddp_static_graph: Union[bool, None] = _newer("ddp_static_graph", flag=True)
+    if not has_training_argument("trackio_bucket_id"):
+        trackio_bucket_id: Union[str, None] = _newer("trackio_bucket_id")
+    if not has_training_argument("trackio_static_space_id"):
+        trackio_static_space_id: Union[str, None] = _newer("trackio_static_space_id")
+    if not has_training_argument("dataloader_in_order"):
+        dataloader_in_order: Union[bool, None] = _newer("dataloader_in_order", flag=True)
+    if not has_training_argument("dataloader_multiprocessing_context"):
+        dataloader_multiprocessing_context: Union[str, None] = _newer("dataloader_multiprocessing_context")
+    if not has_training_argument("activation_checkpointing"):
+        activation_checkpointing: Union[bool, None] = _newer("activation_checkpointing", flag=True)
+    if not has_training_argument("activation_checkpointing_kwargs"):
+        activation_checkpointing_kwargs: Union[dict, str, None] = _newer("activation_checkpointing_kwargs")
+
     def __post_init__(self) -> None:
+        check_newer_arguments(self)
         check_string_values(self)
         self._translate_legacy()
         refuse_unsupported(self, handled=LEGACY_FIELDS)
@@ -286,12 +327,17 @@ class TrainingArguments(transformers.TrainingArguments):
     def _warn(old: str, advice: str) -> None:
         warnings.warn(f"`{old}` is a deprecated transformers v4 argument: {advice}", FutureWarning, stacklevel=5)
 
+    def _legacy_value(self, name: str) -> Any:
+        """The value of the v4 name `name` when it is hf_lightning's alias (not a field of the installed
+        transformers)."""
+        return getattr(self, name) if name in V4_ALIASES else None
+
     def _translate_legacy(self) -> None:
         if self.evaluation_strategy is not None:
             self._warn("evaluation_strategy", "use `eval_strategy` instead.")
             old = _enum_value(self.evaluation_strategy)
             current = _enum_value(self.eval_strategy)
-            if current != _hf_default("eval_strategy") and current != old:
+            if current != hf_default("eval_strategy") and current != old:
                 raise ValueError(
                     f"Both `evaluation_strategy`={old!r} and `eval_strategy`={current!r} were given; "
                     "use only `eval_strategy`."
@@ -301,7 +347,7 @@ class TrainingArguments(transformers.TrainingArguments):
         if self.overwrite_output_dir is not None:
             self._warn("overwrite_output_dir", "v5 has no such argument (use a fresh `output_dir`); the value is kept.")
 
-        if self.warmup_ratio is not None:
+        if self._legacy_value("warmup_ratio") is not None:
             self._warn("warmup_ratio", "use `warmup_steps` instead (a float < 1 is a ratio there).")
             if not 0 <= self.warmup_ratio <= 1:
                 raise ValueError(f"`warmup_ratio` must be in [0, 1], got {self.warmup_ratio}")
@@ -313,7 +359,7 @@ class TrainingArguments(transformers.TrainingArguments):
                     stacklevel=4,
                 )
 
-        if self.logging_dir is not None:
+        if self._legacy_value("logging_dir") is not None:
             self._warn("logging_dir", "set env `TENSORBOARD_LOGGING_DIR` instead; the value is kept.")
 
         if self.save_safetensors is not None:
@@ -336,17 +382,17 @@ class TrainingArguments(transformers.TrainingArguments):
             if old is None:
                 continue
             self._warn(old_name, f"use `{new_name}` instead.")
-            if current != _hf_default(new_name) and current != old:
+            if current != hf_default(new_name) and current != old:
                 raise ValueError(
                     f"Both `{old_name}`={old} and `{new_name}`={current} were given; use only `{new_name}`."
                 )
             setattr(self, new_name, old)
 
-        if self.group_by_length is not None:
+        if self._legacy_value("group_by_length") is not None:
             self._warn("group_by_length", "use `train_sampling_strategy='group_by_length'` instead.")
             if self.group_by_length:
                 current = self.train_sampling_strategy
-                if current not in (_hf_default("train_sampling_strategy"), "group_by_length"):
+                if current not in (hf_default("train_sampling_strategy"), "group_by_length"):
                     raise ValueError(
                         f"`group_by_length`=True conflicts with `train_sampling_strategy`={current!r}; "
                         "use only `train_sampling_strategy`."
@@ -447,6 +493,7 @@ class TrainingArguments(transformers.TrainingArguments):
     def _check_values(self) -> None:
         for name, enum_cls in _ENUM_FIELDS.items():
             value = getattr(self, name)
+            check_newer_value(name, _enum_value(value))
             try:
                 enum_cls(value)
             except ValueError:
@@ -483,24 +530,30 @@ class TrainingArguments(transformers.TrainingArguments):
             require(self.eval_steps >= 0, "eval_steps", "> 0 when eval_strategy='steps'")
         if _enum_value(self.save_strategy) == "steps":
             require(self.save_steps > 0, "save_steps", "> 0 when save_strategy='steps'")
-        sampling = next(f for f in dataclasses.fields(self) if f.name == "train_sampling_strategy")
-        choices = sampling.metadata.get("choices")
-        if choices:
-            require(self.train_sampling_strategy in choices, "train_sampling_strategy", f"one of {choices}")
+        if has_training_argument("train_sampling_strategy"):
+            check_newer_value("train_sampling_strategy", self.train_sampling_strategy)
+            sampling = next(f for f in dataclasses.fields(self) if f.name == "train_sampling_strategy")
+            choices = sampling.metadata.get("choices")
+            if choices and self.train_sampling_strategy not in choices:
+                raise ValueError(
+                    f"`train_sampling_strategy` must be one of {choices}, got {self.train_sampling_strategy!r}"
+                )
 
     # --- behaviour ---
 
     def get_warmup_steps(self, num_training_steps: int) -> int:
         """Warmup steps; the v4 `warmup_ratio` (if set) means `ceil(num_training_steps * warmup_ratio)` unless
         `warmup_steps` is set too, which overrides it (v4's rule)."""
-        if self.warmup_ratio is not None and self.warmup_steps == 0:
+        if self._legacy_value("warmup_ratio") is not None and self.warmup_steps == 0:
             return math.ceil(num_training_steps * self.warmup_ratio)
         return super().get_warmup_steps(num_training_steps)
 
     def to_dict(self) -> dict[str, Any]:
         """HF's `to_dict`, minus unset v4 names, with Lightning objects replaced by their class names."""
         d = super().to_dict()
-        for name in LEGACY_FIELDS:
+        for name in NEWER_FIELDS:
+            d.pop(name, None)
+        for name in V4_ALIASES:
             if d.get(name) is None:
                 d.pop(name, None)
         for name in ("accelerator", "strategy", "plugins", "profiler", "lightning_trainer_kwargs"):
@@ -512,7 +565,7 @@ class TrainingArguments(transformers.TrainingArguments):
         d = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if not (f.name in LEGACY_FIELDS and getattr(self, f.name) is None)
+            if f.name not in NEWER_FIELDS and not (f.name in V4_ALIASES and getattr(self, f.name) is None)
         }
         d = {k: f"<{k.upper()}>" if k.endswith("_token") else v for k, v in d.items()}
         attrs = "".join(f"{k}={v},\n" for k, v in sorted(d.items()))
@@ -521,10 +574,23 @@ class TrainingArguments(transformers.TrainingArguments):
     __repr__ = __str__
 
 
-LEGACY_FIELDS: tuple[str, ...] = tuple(
+NEWER_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(TrainingArguments) if f.metadata.get("help", "").startswith(_NEWER_HELP)
+)
+"""Arguments of later transformers releases the installed one lacks: declared to refuse them by name, never set, left
+out of `to_dict()`."""
+
+V4_ALIASES: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(TrainingArguments) if f.metadata.get("help", "").startswith(_LEGACY_HELP)
 )
-"""The v4 names accepted for backward compatibility; `to_dict()` omits them while they are None."""
+"""The v4 names hf_lightning declares and translates (in `__post_init__`); `to_dict()` omits them while they are
+None."""
+
+LEGACY_FIELDS: tuple[str, ...] = V4_ALIASES + tuple(
+    name for name in ("warmup_ratio", "logging_dir", "group_by_length") if has_training_argument(name)
+)
+"""The v4 names accepted for backward compatibility: hf_lightning's aliases, and the deprecated fields older 5.x
+releases still have themselves (transformers' meaning applies there, as does its `to_dict`)."""
 
 
 def _normalise_precision(value: Any) -> str:

@@ -28,6 +28,11 @@ import numpy as np
 import torch
 from transformers import TrainerControl, TrainerState
 
+from hf_lightning.compat import (
+    activation_checkpointing,
+    disable_model_activation_checkpointing,
+    model_is_activation_checkpointing,
+)
 from hf_lightning.data import MicroBatch
 from hf_lightning.features import activate_neftune, deactivate_neftune, enable_activation_checkpointing
 from hf_lightning.translation import lightning_trainer_kwargs
@@ -223,7 +228,7 @@ def trial_run(trainer: Any) -> Iterator[tuple[TrialLoop, str]]:
     optimizer_state = copy.deepcopy(user_optimizer.state_dict()) if user_optimizer is not None else None
     # Inside `train()` (`auto_lr_find`, `auto_scale_batch_size`) activation checkpointing and NEFTune are already on.
     set_up_here = not trainer.is_in_train
-    was_checkpointing = bool(getattr(model, "is_activation_checkpointing", False))
+    was_checkpointing = model_is_activation_checkpointing(model)
     if set_up_here:
         enable_activation_checkpointing(model, args)
     alpha = trainer.neftune_noise_alpha
@@ -236,10 +241,8 @@ def trial_run(trainer: Any) -> Iterator[tuple[TrialLoop, str]]:
         shutil.rmtree(root_dir, ignore_errors=True)
         if neftune is not None:
             deactivate_neftune(model, neftune)
-        if set_up_here and args.activation_checkpointing and not was_checkpointing:
-            disable = getattr(model, "activation_checkpointing_disable", None)
-            if disable is not None:
-                disable()
+        if set_up_here and activation_checkpointing(args)[0] and not was_checkpointing:
+            disable_model_activation_checkpointing(model)
         if user_optimizer is not None:
             user_optimizer.load_state_dict(optimizer_state)
         for name, value in saved_attributes.items():
