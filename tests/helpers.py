@@ -253,3 +253,28 @@ def assert_same(a: Any, b: Any, path: str = "") -> None:
             assert_same(x, y, f"{path}[{i}]")
     else:
         assert a == b, f"{path}: {a!r} vs {b!r}"
+
+
+# ---- transformers versions ---------------------------------------------------------------------------------------
+
+
+def needs_transformers(feature: str) -> pytest.MarkDecorator:
+    """Skip where the installed transformers predates `feature` (a key of `hf_lightning.compat.SINCE`)."""
+    from hf_lightning import compat
+
+    return pytest.mark.skipif(
+        not compat.available(feature),
+        reason=f"`{feature}` needs transformers >= {compat.SINCE[feature]} ({compat.TRANSFORMERS_VERSION} installed)",
+    )
+
+
+def v4_alias(name: str) -> pytest.MarkDecorator:
+    """Skip where `name` is still a field of the installed transformers (`warmup_ratio` and `logging_dir` before 5.15,
+    `group_by_length` before 5.2): there it keeps transformers' own meaning, not hf_lightning's v4 alias
+    (`tests/test_compat.py` checks that)."""
+    from hf_lightning import compat
+
+    return pytest.mark.skipif(
+        compat.has_training_argument(name),
+        reason=f"transformers {compat.TRANSFORMERS_VERSION} still has `{name}` as its own field",
+    )

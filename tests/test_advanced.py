@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 import torch
 from datasets import Dataset
-from helpers import ToyClassification, assert_same_weights, run_job, tiny_bert, train_logs
+from helpers import ToyClassification, assert_same_weights, needs_transformers, run_job, tiny_bert, train_logs
 from torch import nn
 from transformers import BertForSequenceClassification
 
 import hf_lightning
 from hf_lightning import features
+from hf_lightning.compat import model_is_activation_checkpointing
 from hf_lightning.translation import lightning_trainer_kwargs
 
 VOCAB = 50
@@ -74,19 +75,23 @@ def test_label_smoothing_matches_transformers(tmp_path) -> None:
     ("name", "kwargs_name"),
     [
         ("gradient_checkpointing", "gradient_checkpointing_kwargs"),
-        ("activation_checkpointing", "activation_checkpointing_kwargs"),
+        pytest.param(
+            "activation_checkpointing",
+            "activation_checkpointing_kwargs",
+            marks=needs_transformers("activation_checkpointing"),
+        ),
     ],
 )
 def test_activation_checkpointing_matches_transformers(name: str, kwargs_name: str, tmp_path) -> None:
     overrides = {name: True, kwargs_name: {"use_reentrant": True}, "max_steps": 3}  # default: False
     hf = run_job("hf", str(tmp_path / "hf"), **overrides)
     hfl = run_job("hfl", str(tmp_path / "hfl"), **overrides)
-    assert hfl.model.is_activation_checkpointing and hf.model.is_activation_checkpointing
+    assert model_is_activation_checkpointing(hfl.model) and model_is_activation_checkpointing(hf.model)
     funcs = [m._gradient_checkpointing_func for m in hfl.model.modules() if hasattr(m, "_gradient_checkpointing_func")]
     assert funcs and all(f.keywords == {"use_reentrant": True} for f in funcs)
     assert train_logs(hf) == train_logs(hfl)
     assert_same_weights(hf.model, hfl.model)
-    assert not run_job("hfl", str(tmp_path / "plain"), max_steps=1).model.is_activation_checkpointing
+    assert not model_is_activation_checkpointing(run_job("hfl", str(tmp_path / "plain"), max_steps=1).model)
 
 
 class _CountingWrapper(nn.Module):
@@ -261,7 +266,15 @@ def random_order_losses(tmp_path_factory) -> list[float]:
     return _losses(_run("hfl", out, tiny_bert(), _variable_length_dataset(True), **SAMPLER_KW))
 
 
-@pytest.mark.parametrize("strategy", ["group_by_length", "sequential", "batch_rebalance"])
+@needs_transformers("train_sampling_strategy")
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "group_by_length",
+        "sequential",
+        pytest.param("batch_rebalance", marks=needs_transformers("train_sampling_strategy='batch_rebalance'")),
+    ],
+)
 def test_sampling_strategies_match_transformers(strategy: str, random_order_losses: list, tmp_path) -> None:
     data = _variable_length_dataset(strategy == "group_by_length")
     hf = _run("hf", str(tmp_path / "hf"), tiny_bert(), data, train_sampling_strategy=strategy, **SAMPLER_KW)
@@ -270,6 +283,7 @@ def test_sampling_strategies_match_transformers(strategy: str, random_order_loss
     assert _losses(hfl) != random_order_losses
 
 
+@needs_transformers("train_sampling_strategy")
 def test_group_by_length_v4_name_and_length_column(tmp_path) -> None:
     data = _variable_length_dataset(True)
     v4 = _run("hfl", str(tmp_path / "v4"), tiny_bert(), data, group_by_length=True, **SAMPLER_KW)

@@ -15,8 +15,10 @@ import pytest
 import torch
 import transformers
 from helpers import ToyClassification, assert_same, assert_same_weights, make_args, tiny_bert, trainer_classes
+from packaging.version import Version
 
 import hf_lightning
+from hf_lightning import compat
 from hf_lightning.legacy_signatures import HOOK_CHANGES
 
 SPEED_KEYS = ("runtime", "per_second")
@@ -160,6 +162,8 @@ CASES = {
 @pytest.mark.parametrize("ga", [1, 2])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_v4_subclass_matches_its_v5_twin_on_transformers(case: str, ga: int, tmp_path) -> None:
+    if case == "compute-loss-only" and ga > 1 and compat.TRANSFORMERS_VERSION < Version("5.19.0"):
+        pytest.skip("the v5 twin declares `loss_is_scaled_for_ga`, which transformers reads from 5.19")
     v4, v5, adapted = CASES[case]
     hfl, hfl_metrics, hfl_pred, warned = _run("hfl", v4, str(tmp_path / "hfl"), gradient_accumulation_steps=ga)
     hf, hf_metrics, hf_pred, _ = _run("hf", v5, str(tmp_path / "hf"), gradient_accumulation_steps=ga)

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import ToyClassification, tiny_bert
+from helpers import ToyClassification, needs_transformers, tiny_bert
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
 from torch import nn
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer
 
-from hf_lightning import Trainer, TrainingArguments
+from hf_lightning import Trainer, TrainingArguments, compat
 from hf_lightning.strategies import (
     HFDeepSpeedStrategy,
     build_strategy,
@@ -47,6 +47,7 @@ def make_args(out: Any, **kw: Any) -> TrainingArguments:
 # ---- DDP arguments -------------------------------------------------------------------------------------
 
 
+@needs_transformers("ddp_static_graph")
 def test_ddp_arguments_become_ddp_strategy_kwargs(tmp_path: Path) -> None:
     args = make_args(
         tmp_path,
@@ -73,7 +74,8 @@ def test_ddp_arguments_become_ddp_strategy_kwargs(tmp_path: Path) -> None:
 def test_ddp_find_unused_parameters_default_is_hfs(tmp_path: Path) -> None:
     """HF: True for a PreTrainedModel unless activation checkpointing, True for other modules."""
     assert ddp_strategy_kwargs(make_args(tmp_path), tiny_bert())["find_unused_parameters"] is True
-    checkpointed = make_args(tmp_path, activation_checkpointing=True)
+    name = "activation_checkpointing" if compat.available("activation_checkpointing") else "gradient_checkpointing"
+    checkpointed = make_args(tmp_path, **{name: True})
     assert ddp_strategy_kwargs(checkpointed, tiny_bert())["find_unused_parameters"] is False
     assert ddp_strategy_kwargs(make_args(tmp_path), nn.Linear(2, 2))["find_unused_parameters"] is True
 
@@ -83,6 +85,7 @@ def test_registered_ddp_names_keep_their_own_choices(tmp_path: Path) -> None:
     assert strategy._start_method == "spawn" and strategy._ddp_kwargs["find_unused_parameters"] is False
 
 
+@needs_transformers("ddp_static_graph")
 def test_auto_stays_auto_on_one_process_and_objects_pass_through(tmp_path: Path) -> None:
     assert build_strategy(make_args(tmp_path), tiny_bert()) == "auto"
     assert isinstance(build_strategy(make_args(tmp_path, devices=2), tiny_bert()), DDPStrategy)
@@ -144,9 +147,13 @@ def test_fsdp_config_becomes_fsdp_strategy_kwargs(tmp_path: Path) -> None:
     assert kwargs["state_dict_type"] == "sharded" and kwargs["forward_prefetch"] is True
     assert kwargs["backward_prefetch"].name == "BACKWARD_PRE" and kwargs["use_orig_params"] is True
     legacy = make_args(tmp_path, fsdp="full_shard offload", fsdp_config={"version": 1})
-    kwargs = fsdp_strategy_kwargs(legacy, tiny_bert())
+    model = tiny_bert()
+    kwargs = fsdp_strategy_kwargs(legacy, model)
     assert kwargs["sharding_strategy"] == "FULL_SHARD" and kwargs["cpu_offload"] is True
-    assert kwargs["auto_wrap_policy"] == {BertEmbeddings, BertLayer}  # the model's `_no_split_modules`
+    # the model's `_no_split_modules` (none for BERT in transformers 5.0: then no wrap policy, as in transformers)
+    no_split = {type(m) for m in model.modules() if type(m).__name__ in (model._no_split_modules or [])}
+    assert no_split in ({BertEmbeddings, BertLayer}, set())
+    assert kwargs.get("auto_wrap_policy") == (no_split or None)
     assert isinstance(build_strategy(make_args(tmp_path, fsdp=True), tiny_bert()), FSDPStrategy)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_same_weights, run_job, train_logs
+from helpers import assert_same_weights, run_job, train_logs, v4_alias
 
 from hf_lightning import TrainingArguments
 
@@ -94,6 +94,7 @@ def test_fp16_on_cpu_trains_in_fp32_like_transformers(tmp_path) -> None:
     assert not any(p.name == "scaler.pt" for p in tmp_path.rglob("*"))
 
 
+@v4_alias("warmup_ratio")
 def test_v4_warmup_steps_override_warmup_ratio(tmp_path) -> None:
     """The seed's rule (transformers v4's): with both, `warmup_steps` wins; the same run as `warmup_steps` alone on
     transformers."""

@@ -8,11 +8,12 @@ import warnings
 import pytest
 import torch
 import transformers
+from helpers import needs_transformers, v4_alias
 from transformers import HfArgumentParser
 from transformers.trainer_utils import IntervalStrategy
 
 from hf_lightning.training_args import (
-    LEGACY_FIELDS,
+    V4_ALIASES,
     TrainingArguments,
     lightning_accelerator,
     lightning_precision,
@@ -61,7 +62,7 @@ def test_to_dict_has_hf_keys_plus_lightning_and_no_unset_legacy(out):
     extras = {"lightning_trainer_kwargs", "keep_freed_host_memory", "auto_lr_find", "lr_find_kwargs"}
     extras |= {"auto_scale_batch_size", "log_throughput", "checkpoint_on_preemption"}
     assert set(d) == set(theirs.to_dict()) | lightning | extras
-    assert not set(d) & set(LEGACY_FIELDS)
+    assert not set(d) & set(V4_ALIASES)
     assert json.loads(ours.to_json_string()) == json.loads(json.dumps(d))
     assert "TrainingArguments(" in repr(ours)
 
@@ -116,7 +117,7 @@ def test_devices_conversion(out, value, expected):
     [
         ({"evaluation_strategy": "epoch"}, lambda a: a.eval_strategy == IntervalStrategy.EPOCH and a.do_eval),
         ({"overwrite_output_dir": True}, lambda a: a.overwrite_output_dir is True),
-        ({"logging_dir": "runs/x"}, lambda a: a.logging_dir == "runs/x"),
+        pytest.param({"logging_dir": "runs/x"}, lambda a: a.logging_dir == "runs/x", marks=v4_alias("logging_dir")),
         ({"save_safetensors": True}, lambda a: a.save_safetensors is True),
         ({"save_safetensors": False}, lambda a: a.save_safetensors is False),
         ({"jit_mode_eval": True}, lambda a: a.torch_compile is False),
@@ -127,10 +128,22 @@ def test_devices_conversion(out, value, expected):
         ({"no_cuda": True}, lambda a: a.use_cpu is True and lightning_accelerator(a) == "cpu"),
         ({"per_gpu_train_batch_size": 4}, lambda a: a.per_device_train_batch_size == 4),
         ({"per_gpu_eval_batch_size": 3}, lambda a: a.per_device_eval_batch_size == 3),
-        ({"group_by_length": True}, lambda a: a.train_sampling_strategy == "group_by_length"),
-        ({"group_by_length": False}, lambda a: a.train_sampling_strategy == "random"),
+        pytest.param(
+            {"group_by_length": True},
+            lambda a: a.train_sampling_strategy == "group_by_length",
+            marks=v4_alias("group_by_length"),
+        ),
+        pytest.param(
+            {"group_by_length": False},
+            lambda a: a.train_sampling_strategy == "random",
+            marks=v4_alias("group_by_length"),
+        ),
         ({"include_inputs_for_metrics": True}, lambda a: a.include_for_metrics == ["inputs"]),
-        ({"warmup_ratio": 0.1}, lambda a: a.warmup_steps == 0 and a.get_warmup_steps(95) == 10),
+        pytest.param(
+            {"warmup_ratio": 0.1},
+            lambda a: a.warmup_steps == 0 and a.get_warmup_steps(95) == 10,
+            marks=v4_alias("warmup_ratio"),
+        ),
     ],
 )
 def test_v4_name_warns_and_maps(out, kwargs, check):
@@ -150,6 +163,7 @@ def test_v4_warning_names_the_new_argument(out):
         TrainingArguments(output_dir=out, per_gpu_train_batch_size=2)
 
 
+@v4_alias("warmup_ratio")
 def test_warmup_ratio_keeps_v4_meaning(out):
     with pytest.warns(FutureWarning):
         full = TrainingArguments(output_dir=out, warmup_ratio=1.0)
@@ -168,6 +182,7 @@ def test_include_inputs_for_metrics_extends_existing_list(out):
     assert args.include_for_metrics == ["loss", "inputs"]
 
 
+@needs_transformers("train_sampling_strategy")
 def test_agreeing_pairs_are_not_conflicts(out):
     with pytest.warns(FutureWarning):
         args = TrainingArguments(
@@ -201,9 +216,10 @@ def test_agreeing_pairs_are_not_conflicts(out):
             {"per_gpu_eval_batch_size": 4, "per_device_eval_batch_size": 16},
             ("per_gpu_eval_batch_size", "per_device_eval_batch_size"),
         ),
-        (
+        pytest.param(
             {"group_by_length": True, "train_sampling_strategy": "sequential"},
             ("group_by_length", "train_sampling_strategy"),
+            marks=needs_transformers("train_sampling_strategy"),
         ),
         ({"precision": "32-true", "fp16": True}, ("fp16", "precision")),
         ({"use_cpu": True, "accelerator": "cuda"}, ("use_cpu", "accelerator")),
@@ -262,6 +278,7 @@ def test_bad_values_raise(out, kwargs, name):
         TrainingArguments(output_dir=out, **kwargs)
 
 
+@v4_alias("warmup_ratio")
 @pytest.mark.parametrize("value", [-0.5, 1.5])
 def test_warmup_ratio_range(out, value):
     with pytest.warns(FutureWarning), pytest.raises(ValueError, match="warmup_ratio"):
@@ -369,6 +386,7 @@ def test_fp16_without_cuda_trains_in_fp32(out, monkeypatch):
         assert lightning_precision(make(out, fp16=True)) == "32-true"
 
 
+@v4_alias("warmup_ratio")
 def test_warmup_steps_override_warmup_ratio_with_a_warning(out):
     with pytest.warns(UserWarning, match="`warmup_steps` overrides `warmup_ratio`"):
         args = TrainingArguments(output_dir=out, warmup_ratio=0.5, warmup_steps=5)
