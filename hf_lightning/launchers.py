@@ -135,6 +135,7 @@ class _Processes(NamedTuple):
     num_nodes: int
     node_rank: int
     main_address: str
+    start_method: str | None
 
 
 def _train_in_worker(
@@ -154,6 +155,11 @@ def _train_in_worker(
         NODE_RANK=str(processes.node_rank),
         MASTER_ADDR=processes.main_address,
     )
+    if processes.start_method == "fork":
+        # A forked copy of an OpenMP thread pool the calling process already used deadlocks at the first parallel
+        # kernel (GNU libgomp is not fork-safe). Lightning sets one thread per worker only where OMP_NUM_THREADS is
+        # unset; with it set (as many clusters and containers do), forked DDP would hang in the first forward.
+        torch.set_num_threads(1)
     output = trainer.train(**train_kwargs)
     if local_rank != 0:
         return None
@@ -190,6 +196,7 @@ def train_in_started_processes(trainer: LaunchedTrainer, **train_kwargs: Any) ->
         num_nodes=strategy.num_nodes,
         node_rank=environment.node_rank(),
         main_address=environment.main_address,
+        start_method=ddp_start_method(trainer.args),
     )
     port = os.environ.get("MASTER_PORT")
     try:

@@ -282,6 +282,38 @@ def test_the_calling_process_keeps_its_environment(tmp_path: Path, monkeypatch: 
     assert "MASTER_PORT" not in os.environ and "WORLD_SIZE" not in os.environ
 
 
+FORKED_AFTER_THREADS = """
+import sys
+sys.path.insert(0, {tests!r})
+import torch
+from test_launchers import job
+
+torch.nn.functional.layer_norm(torch.randn(512, 4096), (4096,))  # the calling process's OpenMP pool is in use
+trainer, output = job("hfl", sys.argv[1], world=2, strategy="ddp_fork", devices=2, save_strategy="no", max_steps=2)
+assert output.global_step == 2, output
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_workers_train_with_omp_num_threads_set(tmp_path: Path) -> None:
+    """With OMP_NUM_THREADS=2 in the environment (Lightning then leaves the thread count alone) the forked workers
+    deadlocked in their first forward, in the OpenMP pool copied from the calling process; they now train on one
+    thread each."""
+    env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1")
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT"):
+        env.pop(name, None)
+    command = [sys.executable, "-c", FORKED_AFTER_THREADS.format(tests=str(TESTS)), str(tmp_path)]
+    process = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        out, _ = process.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)  # the workers too
+        pytest.fail("the forked workers hung")
+    assert process.returncode == 0, out.decode()[-3000:]
+
+
 def test_ddp_spawn_returns_hf_results_to_the_calling_process(tmp_path: Path, reference: Reference) -> None:
     """Issue 17, item 4: under `ddp_spawn` every worker acted as rank 0 (both published each checkpoint, so the
     save failed), and with saving off this process got no `TrainOutput` and an empty state."""
