@@ -328,8 +328,18 @@ def preemption_driver(root: str) -> None:
     Path(root, "statuses.json").write_text(json.dumps(statuses))
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread, as the forked children below train: a CPU kernel split over more threads may sum
+    in another order (a 4e-9 difference on a many-core machine), and the comparison is bit for bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_external_sigterm_and_sigkill_mid_save(reference, tmp_path) -> None:
+def test_external_sigterm_and_sigkill_mid_save(one_thread, tmp_path) -> None:
     code = f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_preemption as t; "
     code += "t.preemption_driver(sys.argv[1])"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -342,6 +352,8 @@ def test_external_sigterm_and_sigkill_mid_save(reference, tmp_path) -> None:
     assert (tmp_path / "external" / marker["checkpoint"] / "trainer_state.json").is_file()
     left = sorted(p.name for p in (tmp_path / "killed-mid-save").iterdir())
     assert "tmp-checkpoint-5" in left and "checkpoint-5" not in left and "checkpoint-4" in left
+    reference = job(tmp_path / "reference")  # on one thread, as the children
+    reference.train()
     for mode in ("external", "killed-mid-save"):  # the next run resumes (from checkpoint-4 after the SIGKILL)
         resumed = job(tmp_path / mode, checkpoint_on_preemption=True, save_strategy="steps", save_steps=2)
         resumed.train()
