@@ -26,7 +26,7 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -278,3 +278,29 @@ def v4_alias(name: str) -> pytest.MarkDecorator:
         compat.has_training_argument(name),
         reason=f"transformers {compat.TRANSFORMERS_VERSION} still has `{name}` as its own field",
     )
+
+
+def tiny_llama() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=32,
+    )  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def bare_lightning_trainer(root: str | Path, **overrides: Any) -> Any:
+    """A `lightning.Trainer` as the plain-Lightning tests build it: CPU, no logger, checkpointing, progress bar or
+    summary unless `overrides` add them, and the HF sampler kept (`use_distributed_sampler=False`)."""
+    import lightning.pytorch as pl
+
+    kwargs = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        default_root_dir=str(root),
+    )
+    return pl.Trainer(**{**kwargs, **overrides})

@@ -14,7 +14,15 @@ from typing import Any
 import accelerate
 import pytest
 import torch
-from helpers import JOB_ARGS, ToyClassification, assert_same_weights, make_args, tiny_bert, train_logs
+from helpers import (
+    JOB_ARGS,
+    ToyClassification,
+    assert_same_weights,
+    bare_lightning_trainer,
+    make_args,
+    tiny_bert,
+    train_logs,
+)
 from packaging.version import Version
 
 import hf_lightning.batch_size_finder as finder
@@ -134,7 +142,6 @@ def test_bad_mode_refused(tmp_path) -> None:
 
 def test_plain_lightning_tuner_scales_the_datamodule(tmp_path, monkeypatch) -> None:
     """Lightning's own `Tuner.scale_batch_size` on the plain path finds `HFDataModule.batch_size`."""
-    import lightning.pytorch as pl
     import lightning.pytorch.tuner.batch_size_scaling as scaling
     from lightning.pytorch.tuner import Tuner
 
@@ -147,16 +154,7 @@ def test_plain_lightning_tuner_scales_the_datamodule(tmp_path, monkeypatch) -> N
     model.register_forward_pre_hook(oom_above(6), with_kwargs=True)
     module = HFLightningModule.from_args(model, args)
     data = HFDataModule(args, train_dataset=ToyClassification(64, seed=1))
-    trainer = pl.Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        default_root_dir=str(tmp_path),
-    )
+    trainer = bare_lightning_trainer(tmp_path, max_steps=2)
     # Lightning >= 2.6 keeps a 5% `margin` below the largest batch that fits; before, it has none
     no_margin = {"margin": 0} if "margin" in inspect.signature(Tuner.scale_batch_size).parameters else {}
     found = Tuner(trainer).scale_batch_size(module, datamodule=data, mode="binsearch", steps_per_trial=1, **no_margin)

@@ -21,14 +21,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 import transformers
-from helpers import QUIET_ARGS, tiny_bert
+from helpers import QUIET_ARGS, tiny_bert, tiny_llama
 from packaging.version import Version
 from transformers import (
     DataCollatorForSeq2Seq,
     GPT2Config,
     GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
     T5Config,
     T5ForConditionalGeneration,
     get_scheduler,
@@ -60,15 +58,6 @@ def _pair(model: torch.nn.Module, tmp_path, **args) -> tuple[HFTrainer, HFLTrain
 def tiny_gpt2() -> GPT2LMHeadModel:
     torch.manual_seed(0)
     return GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=32))
-
-
-def tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=32,
-    )  # fmt: skip
-    return LlamaForCausalLM(config)
 
 
 def tiny_t5() -> T5ForConditionalGeneration:

@@ -13,9 +13,9 @@ import warnings
 import pytest
 import torch
 import transformers
-from helpers import QUIET_ARGS, tiny_bert
+from helpers import QUIET_ARGS, tiny_bert, tiny_llama
 from packaging.version import Version
-from transformers import HfArgumentParser, LlamaConfig, LlamaForCausalLM
+from transformers import HfArgumentParser
 from transformers import TrainingArguments as HFTrainingArguments
 
 from hf_lightning import Seq2SeqTrainingArguments, TrainingArguments, compat
@@ -145,15 +145,6 @@ def test_sampling_strategy_before_and_after_5_2(tmp_path):
 # ---- activation checkpointing ----------------------------------------------------------------------------------
 
 
-def _tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=32,
-    )  # fmt: skip
-    return LlamaForCausalLM(config)
-
-
 def test_activation_checkpointing_from_either_name(tmp_path):
     """`gradient_checkpointing` works on every release (`activation_checkpointing` from 5.23)."""
     with warnings.catch_warnings():
@@ -161,7 +152,7 @@ def test_activation_checkpointing_from_either_name(tmp_path):
         args = TrainingArguments(output_dir=str(tmp_path), gradient_checkpointing=True, **QUIET_ARGS)
     enabled, kwargs = compat.activation_checkpointing(args)
     assert enabled and kwargs == {}
-    model = _tiny_llama()
+    model = tiny_llama()
     compat.enable_model_activation_checkpointing(model, kwargs)
     assert compat.model_is_activation_checkpointing(model)
     assert not compat.model_is_activation_checkpointing(torch.nn.Linear(2, 2))
@@ -170,12 +161,12 @@ def test_activation_checkpointing_from_either_name(tmp_path):
 def test_layer_options_need_5_16(monkeypatch):
     feature = "activation_checkpointing_kwargs['every_n_layers'/'offload']"
     if compat.available(feature):
-        model = _tiny_llama()
+        model = tiny_llama()
         compat.enable_model_activation_checkpointing(model, {"every_n_layers": 2})
         assert compat.model_is_activation_checkpointing(model)
         _hide(monkeypatch, feature)
     with pytest.raises(compat.NewerTransformersRequired, match=r"every_n_layers.*transformers >= 5\.16\.0"):
-        compat.enable_model_activation_checkpointing(_tiny_llama(), {"every_n_layers": 2})
+        compat.enable_model_activation_checkpointing(tiny_llama(), {"every_n_layers": 2})
 
 
 # ---- moved functions -------------------------------------------------------------------------------------------
@@ -196,7 +187,7 @@ def test_checkpoint_rotation(tmp_path):
 
 
 def test_neftune_hook_on_and_off():
-    model = _tiny_llama()
+    model = tiny_llama()
     embeddings = model.get_input_embeddings()
     handle = compat.activate_neftune(model, 5.0)
     assert embeddings.neftune_noise_alpha == 5.0 and len(embeddings._forward_hooks) == 1

@@ -16,7 +16,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import JOB_ARGS, ToyClassification, assert_same_weights, make_args, tiny_bert, train_logs
+from helpers import (
+    JOB_ARGS,
+    ToyClassification,
+    assert_same_weights,
+    bare_lightning_trainer,
+    make_args,
+    tiny_bert,
+    train_logs,
+)
 
 from hf_lightning import Trainer
 from hf_lightning.lr_finder import LRFinderResult
@@ -158,7 +166,6 @@ def test_bad_options_are_refused_before_training(tmp_path) -> None:
 def test_plain_lightning_tuner_on_hf_lightning_module(tmp_path) -> None:
     """Lightning's own `Tuner.lr_find` on the plain path: it steps its range-test schedule through the module's manual
     optimisation, leaves the weights alone and sets `module.learning_rate` (= `args.learning_rate`)."""
-    import lightning.pytorch as pl
     from lightning.pytorch.tuner import Tuner
 
     from hf_lightning import HFDataModule, HFLightningModule
@@ -168,16 +175,7 @@ def test_plain_lightning_tuner_on_hf_lightning_module(tmp_path) -> None:
     weights = copy.deepcopy(model.state_dict())
     module = HFLightningModule.from_args(model, args)
     data = HFDataModule(args, train_dataset=ToyClassification(48, seed=1))
-    trainer = pl.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        default_root_dir=str(tmp_path),
-    )
+    trainer = bare_lightning_trainer(tmp_path, max_steps=3)
     finder = Tuner(trainer).lr_find(module, datamodule=data, num_training=15)
     lrs = finder.results["lr"]
     assert len(lrs) == 15 and lrs[-1] > 100 * lrs[0]  # the schedule was stepped: the sweep moved

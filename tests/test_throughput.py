@@ -11,6 +11,7 @@ from helpers import (
     JOB_ARGS,
     ToyClassification,
     assert_same_weights,
+    bare_lightning_trainer,
     make_args,
     run_job,
     tiny_bert,
@@ -128,22 +129,14 @@ def test_a_resumed_run_counts_only_its_own_flops(tmp_path) -> None:
 
 def test_plain_lightning_path_logs_the_rates(tmp_path) -> None:
     """`HFLightningModule.from_args` in a user's `lightning.Trainer`: the rates join its HF logs and its logger."""
-    import lightning.pytorch as pl
     from lightning.pytorch.loggers import CSVLogger
 
     from hf_lightning import HFDataModule, HFLightningModule
 
     args = make_args("hfl", str(tmp_path), per_device_train_batch_size=4, logging_steps=2, log_throughput=True)
     module = HFLightningModule.from_args(tiny_bert(), args)
-    trainer = pl.Trainer(
-        max_steps=4,
-        accelerator="cpu",
-        logger=CSVLogger(str(tmp_path), name="csv", version=""),
-        log_every_n_steps=1,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
+    trainer = bare_lightning_trainer(
+        tmp_path, max_steps=4, logger=CSVLogger(str(tmp_path), name="csv", version=""), log_every_n_steps=1
     )
     trainer.fit(module, datamodule=HFDataModule(args, train_dataset=ToyClassification(20, seed=1)))
     logs = [e for e in module._loop.state.log_history if "loss" in e]
