@@ -216,6 +216,11 @@ class CheckpointMixin:
     save_metrics = save_metrics
     save_state = save_state
 
+    # Whether the latest evaluation improved `metric_for_best_model`: HF's `save_strategy="best"` trigger, which
+    # `HFCheckpoint` reads on a Lightning trainer the user owns (transformers before 5.4 records no `best_global_step`
+    # under "best", so the state cannot say it).
+    last_evaluation_found_new_best: bool = False
+
     # ---- saving -------------------------------------------------------------------------------------
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -388,7 +393,9 @@ class CheckpointMixin:
     # ---- best model -----------------------------------------------------------------------------------
 
     def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
-        """Track `best_metric` / `best_global_step` for `metric_for_best_model` (HF's rule)."""
+        """Track `best_metric` / `best_global_step` for `metric_for_best_model` (HF's rule); also kept in
+        `last_evaluation_found_new_best`."""
+        self.last_evaluation_found_new_best = False
         if self.args.metric_for_best_model is None:
             return False
         value = metric_for_best_model_value(self.args, metrics)
@@ -399,8 +406,8 @@ class CheckpointMixin:
             self.state.best_metric = value
             if self.args.save_strategy in best_model_save_strategies():
                 self.state.best_global_step = self.state.global_step
-            return True
-        return False
+            self.last_evaluation_found_new_best = True
+        return self.last_evaluation_found_new_best
 
     def _finish_best_model_and_rotation(self) -> None:
         """End of training: load the best model back, and with `save_total_limit=1` keep only the best."""

@@ -91,8 +91,8 @@ class HFCheckpoint(pl.Callback):
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        state = _loop_of(pl_module).state
-        new_best = state.best_global_step == state.global_step and state.global_step > max(self._last_saved, 0)
+        loop = _loop_of(pl_module)
+        new_best = loop.last_evaluation_found_new_best and loop.state.global_step > max(self._last_saved, 0)
         if self._strategy == "best" and trainer.state.fn == "fit" and new_best:
             self.save(trainer, pl_module)
 

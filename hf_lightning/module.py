@@ -60,6 +60,8 @@ class HFLoop(Protocol):
     # Lightning's set-up
     def attach_lightning(self, module: pl.LightningModule, stage: str) -> None: ...
 
+    def use_learning_rate(self, value: float) -> None: ...
+
     def configure_optimizer(self) -> torch.optim.Optimizer: ...
 
     def load_pending_optimizer_state(self) -> None: ...
@@ -152,12 +154,12 @@ class HFLightningModule(pl.LightningModule):
     @property
     def learning_rate(self) -> float:
         """`args.learning_rate`, under the name Lightning's LR finder looks for (`Tuner.lr_find(update_attr=True)`
-        sets it to the suggestion, which the next `configure_optimizers` trains with)."""
+        sets it to the suggestion, which the next `fit` trains with: `HFLoop.use_learning_rate`)."""
         return self._loop.args.learning_rate
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
-        self._loop.args.learning_rate = value
+        self._loop.use_learning_rate(value)
 
     @property
     def loop(self) -> HFLoop:

@@ -90,6 +90,9 @@ class TrialLoop:
     def attach_lightning(self, module: pl.LightningModule, stage: str) -> None:
         pass
 
+    def use_learning_rate(self, value: float) -> None:
+        raise RuntimeError("The sweep's learning rates are the tuner's: it does not take one (`update_attr=False`).")
+
     def configure_optimizer(self) -> torch.optim.Optimizer:
         return self.optimizer
 

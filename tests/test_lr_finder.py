@@ -22,6 +22,7 @@ from helpers import (
     assert_same_weights,
     bare_lightning_trainer,
     make_args,
+    needs_transformers,
     tiny_bert,
     train_logs,
 )
@@ -92,6 +93,7 @@ def test_the_curve_one_point_per_optimiser_step(tmp_path) -> None:
     assert result.suggestion in result.lrs  # Lightning skips the first 10 points and the last one
 
 
+@needs_transformers("activation_checkpointing")
 def test_activation_checkpointing_is_on_for_the_sweep_only(tmp_path) -> None:
     """Like `train()`, the sweep runs with `activation_checkpointing`; it leaves the model as it found it."""
     model = tiny_bert()
