@@ -33,6 +33,7 @@ from hf_lightning.data import MicroBatch
 from hf_lightning.hf_loop import HFTrainingLoop
 from hf_lightning.lightning_kwargs import check_lightning_trainer
 from hf_lightning.optimization import clip_grad_norm, current_learning_rate, is_metric_scheduler
+from hf_lightning.profiling import HFStepProfiling, is_profiling
 from hf_lightning.strategies import shard_hf_model
 
 __all__ = ["HF_STATE_KEY", "HFLightningModule", "HFLoop"]
@@ -53,6 +54,7 @@ class HFLoop(Protocol):
     lr_scheduler: Any
     model_wrapped: nn.Module | None
     throughput_meter: pl.Callback | None  # `log_throughput`: run with the fit (`configure_callbacks`), or None
+    owns_lightning_trainer: bool  # the facade built the `lightning.Trainer` (else the user's: the plain door)
 
     # HF's step (the overridable `Trainer.training_step`)
     def training_step(self, model: nn.Module, inputs: dict, num_items_in_batch: Any = None) -> torch.Tensor: ...
@@ -180,12 +182,15 @@ class HFLightningModule(pl.LightningModule):
 
     @override
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The Lightning callbacks the HF loop runs with: its throughput meter (`log_throughput`), when it has one.
-        Before Lightning checks its configuration, a `lightning.Trainer` argument that has an HF meaning is refused
-        with the `TrainingArguments` field to use (`hf_lightning.lightning_kwargs`)."""
+        """The Lightning callbacks the HF loop runs with: its throughput meter (`log_throughput`), when it has one,
+        and on a profiling `lightning.Trainer` the user owns, the recording of HF's steps (`HFStepProfiling`; the
+        facade records them itself). Before Lightning checks its configuration, a `lightning.Trainer` argument that
+        has an HF meaning is refused with the `TrainingArguments` field to use (`hf_lightning.lightning_kwargs`)."""
         check_lightning_trainer(self.trainer, self._loop.args)
-        meter = self._loop.throughput_meter
-        return [meter] if meter is not None else []
+        callbacks: list[pl.Callback] = [] if self._loop.throughput_meter is None else [self._loop.throughput_meter]
+        if not self._loop.owns_lightning_trainer and is_profiling(self.trainer.profiler):
+            callbacks.append(HFStepProfiling(self._loop))
+        return callbacks
 
     def configure_optimizers(self) -> Any:
         return self._loop.configure_optimizer()

@@ -12,6 +12,9 @@ useful to an HF user:
   `[HF Trainer]training_step()`, ...). Names do not end in `training_step`, which Lightning's `PyTorchProfiler`
   reserves for its own step counting.
 
+On a `lightning.Trainer` the user owns (the plain-Lightning door) the profiler is the user's; `HFStepProfiling`, a
+callback `HFLightningModule` adds when that trainer profiles, records the loop's HF steps in it under the same names.
+
 Without a profiler nothing is wrapped: no cost per step.
 """
 
@@ -23,9 +26,11 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import lightning.pytorch as pl
 from lightning.pytorch.profilers import PassThroughProfiler, Profiler
+from typing_extensions import override
 
-__all__ = ["HF_STEP_NAMES", "PROFILER_LOGGER", "profiled_hf_steps", "show_profiler_report"]
+__all__ = ["HF_STEP_NAMES", "PROFILER_LOGGER", "HFStepProfiling", "profiled_hf_steps", "show_profiler_report"]
 
 PROFILER_LOGGER = "lightning.pytorch.profilers"
 """The logger Lightning's profilers write their report to (when they are not given a `filename`)."""
@@ -82,3 +87,38 @@ def profiled_hf_steps(trainer: Any, profiler: Any) -> Iterator[None]:
                 delattr(trainer, name)
             else:
                 setattr(trainer, name, previous)
+
+
+class HFStepProfiling(pl.Callback):
+    """The plain door's `profiled_hf_steps`: from `setup` to `teardown` (or an exception) of each run of the
+    user's `lightning.Trainer`, `loop`'s HF steps are recorded in that trainer's profiler, whose report is shown
+    whatever HF's log level (`show_profiler_report`).
+
+    Args:
+        loop: the HF loop of the `HFLightningModule` (its `training_step`, `compute_loss`, `evaluate`, ... are
+            wrapped for the span of the run).
+    """
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self._span: contextlib.ExitStack | None = None
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._span is None:
+            logging.getLogger(PROFILER_LOGGER).setLevel(logging.INFO)  # shown whatever HF's log level, as the facade
+            self._span = contextlib.ExitStack()
+            self._span.enter_context(profiled_hf_steps(self.loop, trainer.profiler))
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._close()
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._span is not None:
+            self._span.close()
+            self._span = None

@@ -66,6 +66,7 @@ class TrialLoop:
     model_wrapped = None
     throughput_meter = None
     lr_scheduler = None
+    owns_lightning_trainer = True  # the tuner's trainer is the facade's
 
     def __init__(self, trainer: Any, optimizer: torch.optim.Optimizer) -> None:
         self.trainer = trainer

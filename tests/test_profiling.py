@@ -61,3 +61,23 @@ def test_no_profiler_nothing_wrapped_and_the_logger_follows_hf(tmp_path, report)
     assert logging.getLogger(PROFILER_LOGGER).level == logging.NOTSET
     assert report.messages == []
     assert trainer.lightning_trainer.profiler.__class__.__name__ == "_UnprofiledRun"
+
+
+def test_plain_door_reports_hf_step_names(tmp_path, report) -> None:
+    """The plain door: a `lightning.Trainer(profiler="simple")` the user owns reports the HF steps under the facade's
+    names, and the loop is unwrapped afterwards."""
+    from helpers import ToyClassification, bare_lightning_trainer, make_args, tiny_bert
+
+    from hf_lightning import HFDataModule, HFLightningModule
+
+    args = make_args("hfl", str(tmp_path), per_device_train_batch_size=4, eval_strategy="steps", eval_steps=2)
+    module = HFLightningModule.from_args(tiny_bert(), args)
+    data = HFDataModule(args, train_dataset=ToyClassification(16, seed=1), eval_dataset=ToyClassification(4, seed=2))
+    trainer = bare_lightning_trainer(tmp_path, max_steps=4, profiler="simple")
+    trainer.fit(module, datamodule=data)
+    text = "\n".join(report.messages)
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[3].strip() for line in text.splitlines() if "[HF Trainer]" in line
+    }
+    assert rows["[HF Trainer]training_step()"] == "4" and rows["[HF Trainer]evaluate()"] == "2", text
+    assert not set(HF_STEP_NAMES) & vars(module.loop).keys()  # unwrapped again
