@@ -314,6 +314,7 @@ class AccumulationWindowLoader:
         self.skip_batches = 0
         self.on_skip_done: Callable[[], None] | None = None
         self._iterated_epoch, self._yielded = first_epoch, 0
+        self._skip_epoch = first_epoch  # the epoch `skip_batches` belongs to
 
     def __len__(self) -> int:
         return self.steps_in_epoch
@@ -324,17 +325,33 @@ class AccumulationWindowLoader:
         return {"epoch": self._iterated_epoch, "batches": self._yielded}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume from `state_dict`: the next iteration skips the batches already trained on (or starts the next
-        epoch when the checkpoint closed one)."""
-        epoch, batches = state["epoch"], state["batches"]
-        if batches >= self.steps_in_epoch:
-            epoch, batches = epoch + 1, 0
-        self.epoch, self.skip_batches = epoch, batches
+        """Resume from `state_dict`: the next iteration skips the batches already trained on. A checkpoint that
+        closed its epoch leaves nothing of it to yield: Lightning, resuming under a step budget, iterates that epoch
+        once more to end it, and gets no batch (the next epoch's would train inside the old one); resuming under an
+        epoch budget, it starts the next epoch at once (`start_epoch`)."""
+        self.epoch, self.skip_batches = state["epoch"], state["batches"]
+        self._skip_epoch = self.epoch
 
     def resume_at(self, epoch: int, skip_batches: int, on_skip_done: Callable[[], None] | None = None) -> None:
         """Resume an HF checkpoint: the next iteration is epoch `epoch`, after its first `skip_batches` batches;
         `on_skip_done` runs once they are skipped (HF restores the RNG states there)."""
         self.epoch, self.skip_batches, self.on_skip_done = epoch, skip_batches, on_skip_done
+        self._skip_epoch = epoch
+
+    @property
+    def skips_within_epoch(self) -> bool:
+        """Whether the next iteration reads batches it does not yield (a resume inside an epoch), which may draw
+        from the RNG (a random collator): the resumed RNG state is restored after them (`on_skip_done`)."""
+        return 0 < self.skip_batches < self.steps_in_epoch
+
+    def start_epoch(self, epoch: int) -> None:
+        """Lightning starts epoch `epoch` (its `on_train_epoch_start`): the next iteration is that epoch's. A pending
+        skip of another epoch (a checkpoint that closed the epoch before) no longer applies."""
+        if self.skip_batches and self._skip_epoch != epoch:
+            self.skip_batches = 0
+            if self.on_skip_done is not None:
+                self.on_skip_done()
+        self.epoch = epoch
 
     def __iter__(self) -> Iterator[MicroBatch]:
         set_loader_epoch(self.loader, self.epoch)
@@ -342,6 +359,11 @@ class AccumulationWindowLoader:
         self.epoch += 1
         ga = self.gradient_accumulation_steps
         skip, self.skip_batches = self.skip_batches, 0
+        if skip >= self.steps_in_epoch:  # the epoch was closed by the checkpoint resumed: nothing to read
+            self._yielded = skip
+            if self.on_skip_done is not None:
+                self.on_skip_done()
+            return
         # Whole windows already trained on are skipped in the sampler when the loader allows it (HF's resume), else
         # read and dropped. A resume inside a window (a Lightning checkpoint between optimiser steps) reads the
         # window's trained batches again so its size and item count stay those of the uninterrupted run; only the

@@ -60,6 +60,7 @@ class LightningCheckpointMixin:
             }
             if training
             else None,
+            "epoch_end_done": self.epoch_end_done,
         }
 
     def load_lightning_checkpoint_state(self, state: dict[str, Any]) -> None:
@@ -94,10 +95,11 @@ class LightningCheckpointMixin:
                 for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr()):
                     group["lr"] = lr
         self._resumed_logging = saved.get("logging")
+        self.resumed_in_epoch_end = bool(saved.get("epoch_end_done"))
         rng = saved.get("rng")
         rng = _numpy_rng_states(rng) if rng is not None else None
         loader = self.lightning_trainer.train_dataloader
-        if rng is not None and getattr(loader, "skip_batches", 0) > 0:
+        if rng is not None and getattr(loader, "skips_within_epoch", False):
             loader.on_skip_done = lambda: self._set_rng_states(rng)
         elif rng is not None:
             self._set_rng_states(rng)

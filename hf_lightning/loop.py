@@ -37,6 +37,13 @@ _NO_OP_TRAIN = (torch.nn.Module.train, PreTrainedModel.train)
 class TrainingLoopMixin:
     """HF's loop bookkeeping, driven by `HFLightningModule`."""
 
+    # HF's end of the current epoch has run (`on_lightning_epoch_end`; cleared when the next epoch starts). A Lightning
+    # checkpoint written then (by a callback hearing the epoch's last HF evaluation, or a `ModelCheckpoint` saving at
+    # Lightning's epoch end) records it (`LightningCheckpointMixin`): Lightning, resuming it, replays its own end of
+    # that epoch, where HF's (callbacks, log, evaluation, save) is not run again (`resumed_in_epoch_end`).
+    epoch_end_done: bool = False
+    resumed_in_epoch_end: bool = False
+
     def floating_point_ops(self, inputs: dict) -> int:
         main_input = getattr(self.model, "main_input_name", "input_ids")
         if isinstance(inputs, Mapping) and main_input in inputs and hasattr(self.model, "num_parameters"):
@@ -260,9 +267,14 @@ class TrainingLoopMixin:
         self._last_grad_norm = None
         self._last_learning_rate = None
         self._flos_param_count = self._train_mode_modules = None
-        # A mid-epoch `.ckpt` resume starts without `on_train_epoch_start`: the epoch is Lightning's.
+        # A mid-epoch `.ckpt` resume starts without `on_train_epoch_start`: the epoch is Lightning's (which, resuming a
+        # checkpoint that closed an epoch, may already be the next one: the loader then starts that one afresh).
         self._epoch = self._epochs_trained + self.lightning_trainer.current_epoch
+        loader = self.lightning_trainer.train_dataloader
+        if isinstance(loader, hf_data.AccumulationWindowLoader):
+            loader.start_epoch(self._epoch)
         self._micro_step = -1
+        self.epoch_end_done = False
         if train_mode_at_train_start():
             self.model.train()
         self.model.zero_grad()
@@ -276,11 +288,12 @@ class TrainingLoopMixin:
         self._epoch = self._epochs_trained + lightning_epoch
         loader = self.lightning_trainer.train_dataloader
         if isinstance(loader, hf_data.AccumulationWindowLoader):
-            loader.epoch = self._epoch
+            loader.start_epoch(self._epoch)
         if self._resume_rng_checkpoint is not None:
             self._load_rng_state(self._resume_rng_checkpoint)
             self._resume_rng_checkpoint = None
         self._micro_step = -1
+        self.epoch_end_done = self.resumed_in_epoch_end = False
         self._last_grad_norm = self._last_learning_rate = None
         self.control = self.callback_handler.on_epoch_begin(self.args, self.state, self.control)
 
@@ -366,15 +379,19 @@ class TrainingLoopMixin:
     def on_lightning_epoch_end(self) -> None:
         """Lightning's `on_train_epoch_end` (before its monitoring callbacks): HF's `on_epoch_end`, then log /
         evaluate / save."""
-        if self._micro_step < 0:
-            logger.warning("There seems not to be a single sample in your epoch_iterator, stopping training.")
-            self.control.should_training_stop = True
-        self.control = self.callback_handler.on_epoch_end(self.args, self.state, self.control)
-        self._maybe_log_save_evaluate(self._last_grad_norm, self._last_learning_rate)
+        if self.resumed_in_epoch_end:  # a `.ckpt` written during this epoch's end: HF's part of it ran before
+            self.resumed_in_epoch_end = False
+        else:
+            self.epoch_end_done = True
+            if self._micro_step < 0:
+                logger.warning("There seems not to be a single sample in your epoch_iterator, stopping training.")
+                self.control.should_training_stop = True
+            self.control = self.callback_handler.on_epoch_end(self.args, self.state, self.control)
+            self._maybe_log_save_evaluate(self._last_grad_norm, self._last_learning_rate)
+            if self.lightning_events.pending:
+                self._end_lightning_validation()
         if self._epoch + 1 >= self._plan["num_train_epochs"]:
             self.control.should_training_stop = True
-        if self.lightning_events.pending:
-            self._end_lightning_validation()
         self._apply_stop_flags(epoch_end=True)
 
     def _maybe_log_save_evaluate(self, grad_norm: Any, learning_rate: float | None) -> None:

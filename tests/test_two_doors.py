@@ -86,11 +86,13 @@ def run_door(
     ckpt_path: str | None = None,
     folder: str | None = None,
     trainer_kwargs: dict | None = None,
+    lightning_budget: dict | None = None,
     **overrides: Any,
 ) -> Run:
     """The job through `door`: the facade's `train()`, or `fit` of a `lightning.Trainer` the test builds as a Lightning
     user would (its budget and evaluation cadence the same as the arguments'). `folder` / `ckpt_path` resume an HF
-    checkpoint folder / a Lightning checkpoint."""
+    checkpoint folder / a Lightning checkpoint; `lightning_budget` replaces the plain door's `max_epochs` /
+    `max_steps`."""
     params = {**JOB, **overrides}
     lightning_callbacks = list(lightning_callbacks or [])
     train, evals = ToyClassification(20, seed=1), ToyClassification(n_eval, seed=2) if n_eval else None
@@ -118,8 +120,10 @@ def run_door(
             cadence.update(check_val_every_n_epoch=None, val_check_interval=params["eval_steps"] * 2)
         lightning_trainer = pl.Trainer(
             accelerator="cpu",
-            max_epochs=int(params["num_train_epochs"]),
-            max_steps=params.get("max_steps", -1),
+            **(
+                lightning_budget
+                or dict(max_epochs=int(params["num_train_epochs"]), max_steps=params.get("max_steps", -1))
+            ),
             logger=loggers or False,
             default_root_dir=str(out),
             use_distributed_sampler=False,
@@ -222,35 +226,57 @@ RESUME_JOB = dict(save_strategy="steps", save_steps=2)
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Per door, an uninterrupted run that wrote, at step 2 (mid-epoch), an HF folder and a Lightning `.ckpt`."""
+    """Per door, an uninterrupted run that wrote, at step 2 (mid-epoch), an HF folder and a Lightning `.ckpt`, and at
+    step 3 (the epoch's last step, before Lightning's epoch end) another `.ckpt`."""
     runs = {}
     for door in DOORS:
         out = tmp_path_factory.mktemp(door)
         every_2 = ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=2, save_top_k=-1)
-        callbacks: list = [every_2] + ([HFCheckpoint()] if door == "plain" else [])
+        every_3 = ModelCheckpoint(dirpath=out / "ckpt3", every_n_train_steps=3, save_top_k=-1)
+        callbacks: list = [every_2, every_3] + ([HFCheckpoint()] if door == "plain" else [])
         run = run_door(door, out, lightning_callbacks=callbacks, **RESUME_JOB)
         runs[door] = {
             "run": run,
             "folder": str(out / "checkpoint-2"),
             "ckpt": str(out / "ckpt" / "epoch=0-step=2.ckpt"),
+            "ckpt-epoch-end": str(out / "ckpt3" / "epoch=0-step=3.ckpt"),
         }
     return runs
 
 
-@pytest.mark.parametrize("fmt", ["folder", "ckpt"])
+@pytest.mark.parametrize("fmt", ["folder", "ckpt", "ckpt-epoch-end"])
 @pytest.mark.parametrize(
     ("door", "written_by"), [("facade", "plain"), ("plain", "facade"), ("facade", "facade"), ("plain", "plain")]
 )
 def test_resume_either_format_bit_identical(door: str, written_by: str, fmt: str, checkpoints: dict, tmp_path) -> None:
     """Either door resumes a step-2 checkpoint, HF folder or Lightning `.ckpt`, written by either door, to the weights
-    and log of the uninterrupted run (dropout on: the RNG states are restored)."""
+    and log of the uninterrupted run (dropout on: the RNG states are restored). A `.ckpt` of an epoch's last step
+    resumes into Lightning's end of that epoch (it ran no batch there: this once stopped the run as an empty epoch)."""
     source = checkpoints[written_by]
     full = source["run"]
-    resume = {fmt: source[fmt]} if fmt == "folder" else {"ckpt_path": source["ckpt"]}
+    resume = {fmt: source[fmt]} if fmt == "folder" else {"ckpt_path": source[fmt]}
     run = run_door(door, tmp_path, **RESUME_JOB, **resume)
     assert run.state.global_step == 6
     assert_same_weights(run.model, full.model)
     assert without_timings(run.state.log_history) == without_timings(full.state.log_history)
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_resume_a_monitoring_checkpoint_of_an_epoch_end(door: str, tmp_path: Path) -> None:
+    """With `eval_strategy="epoch"`, `ModelCheckpoint(monitor="eval_loss")` saves at Lightning's end of the epoch, after
+    HF's (evaluation included): resumed under a step budget (`max_steps`, no epoch limit: Lightning itself resumes
+    such a checkpoint one epoch too far when both are set), Lightning replays that epoch end, where HF's had already
+    run. The resumed run trained nothing and stopped ("not a single sample"); now it ends as the uninterrupted one."""
+    job = dict(eval_strategy="epoch", metric_for_best_model="eval_loss", max_steps=6)
+    budget = dict(max_epochs=-1, max_steps=6)
+    best = ModelCheckpoint(dirpath=tmp_path / "full" / "ckpt", monitor="eval_loss", save_top_k=-1)
+    full = run_door(door, tmp_path / "full", n_eval=4, lightning_callbacks=[best], lightning_budget=budget, **job)
+    epoch_end = tmp_path / "full" / "ckpt" / "epoch=0-step=3.ckpt"
+    assert epoch_end.is_file(), sorted(p.name for p in (tmp_path / "full" / "ckpt").iterdir())
+    resumed = run_door(door, tmp_path / "resumed", n_eval=4, ckpt_path=str(epoch_end), lightning_budget=budget, **job)
+    assert resumed.state.global_step == full.state.global_step == 6
+    assert_same_weights(resumed.model, full.model)
+    assert without_timings(resumed.state.log_history) == without_timings(full.state.log_history)
 
 
 def test_both_doors_write_the_same_checkpoint_folder(checkpoints: dict) -> None:
