@@ -57,9 +57,26 @@ class SeedableRandomSampler(RandomSampler):
 class ShardedBatchSampler(BatchSampler):
     """Deals the batches of a global batch sampler round-robin to `num_processes` ranks (accelerate's
     `BatchSamplerShard` with `even_batches=True`): a short tail is completed from the first samples so every
-    rank runs the same number of steps."""
+    rank runs the same number of steps.
 
-    def __init__(self, batch_sampler: BatchSampler, num_processes: int, process_index: int) -> None:
+    Lightning's prediction loop re-creates a loader's batch sampler from its arguments with its own `sampler` (the
+    loader's, where `use_distributed_sampler=False`) and `drop_last=False`: given, they replace those of
+    `batch_sampler`, and the batches are dealt as before."""
+
+    def __init__(
+        self,
+        batch_sampler: BatchSampler,
+        num_processes: int,
+        process_index: int,
+        sampler: Any = None,
+        drop_last: bool | None = None,
+    ) -> None:
+        if sampler is not None or drop_last is not None:
+            batch_sampler = BatchSampler(
+                sampler if sampler is not None else batch_sampler.sampler,
+                batch_sampler.batch_size,
+                batch_sampler.drop_last if drop_last is None else drop_last,
+            )
         self.batch_sampler = batch_sampler
         self.num_processes = num_processes
         self.process_index = process_index

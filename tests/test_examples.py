@@ -151,3 +151,23 @@ def test_neftune_smoke(tmp_path, smollm2_dir):
     stdout = _smoke("neftune.py", tmp_path, **llm, **short)
     _search(stdout, r"NEFTune alpha 5\.0: validation loss \d+\.\d+")
     _search(stdout, r"generated: .+\n  headline:  .+")
+
+
+@pytest.mark.parametrize("devices", [1, 2], ids=["one-process", "ddp"])
+def test_plain_lightning_smoke(tmp_path, devices):
+    """`examples/plain_lightning.py`: the plain door with EarlyStopping / ModelCheckpoint on HF's `eval_loss`, a
+    CSVLogger, HFCheckpoint folders, a profiler, validate / test / predict (under DDP too: Lightning's prediction
+    loop re-creates the sharded batch sampler) and a resume from the best `.ckpt`."""
+    strategy = "ddp" if devices > 1 else "auto"
+    flags = cli_flags(output_dir=tmp_path, max_steps=12, eval_steps=4, num_samples=128, profiler="simple")
+    flags += cli_flags(devices=devices, strategy=strategy)
+    stdout = run_example("plain_lightning.py", *flags)
+    assert _search(stdout, r"fit: steps=(\d+)").group(1) == "12"
+    best = int(_search(stdout, r"best \.ckpt: .*epoch=\d+-step=(\d+)\.ckpt").group(1))
+    assert best in {4, 8, 12}
+    assert _search(stdout, r"predict: logits \((\d+), 3\)").group(1) == "8"
+    assert float(_search(stdout, r"test: test_loss=([\d.]+)").group(1)) > 0
+    assert int(_search(stdout, r"resumed from the best \.ckpt to step (\d+)").group(1)) == 12 + 4
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"loss", "eval_loss", "eval_accuracy", "learning_rate", "step"} <= set(header)
+    assert any(p.name.startswith("checkpoint-") for p in tmp_path.iterdir())
