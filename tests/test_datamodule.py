@@ -131,7 +131,8 @@ def test_lightning_mid_epoch_resume_continues_the_hf_schedule_and_log(tmp_path: 
 
 def test_window_loader_state_resumes_mid_epoch_and_after_a_closed_epoch() -> None:
     """The loader's state is (epoch, micro-batches yielded); a fresh loader given it continues after them (inside a
-    window too), or starts the next epoch when the saved one was complete."""
+    window too). After a complete epoch it yields nothing of that epoch (Lightning iterates it once more to end it,
+    under a step budget) and the next epoch is whole, whether Lightning starts it (`start_epoch`) or not."""
     from hf_lightning.data import AccumulationWindowLoader
 
     def loader() -> AccumulationWindowLoader:
@@ -148,7 +149,12 @@ def test_window_loader_state_resumes_mid_epoch_and_after_a_closed_epoch() -> Non
     assert [b.num_items_in_batch for b in rest] == [2 + 3, 4]  # the window of batches 2-3 is counted whole
     closed = loader()
     closed.load_state_dict({"epoch": 0, "batches": 5})
-    assert (closed.epoch, closed.skip_batches) == (1, 0)
+    assert list(closed) == [] and closed.state_dict() == {"epoch": 0, "batches": 5}
+    assert [b.step for b in closed] == [0, 1, 2, 3, 4] and closed.state_dict() == {"epoch": 1, "batches": 5}
+    started = loader()
+    started.load_state_dict({"epoch": 0, "batches": 5})
+    started.start_epoch(1)  # Lightning went on to the next epoch without iterating the closed one
+    assert [b.step for b in started] == [0, 1, 2, 3, 4] and started.state_dict()["epoch"] == 1
 
 
 def test_datamodule_and_callback_reject_bad_input(tmp_path: Path) -> None:
