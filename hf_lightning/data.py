@@ -78,6 +78,7 @@ class ShardedBatchSampler(BatchSampler):
                 batch_sampler.drop_last if drop_last is None else drop_last,
             )
         self.batch_sampler = batch_sampler
+        self.sampler = batch_sampler.sampler  # `BatchSampler`'s attribute, which Lightning's data hooks read
         self.num_processes = num_processes
         self.process_index = process_index
         self.batch_size = batch_sampler.batch_size
