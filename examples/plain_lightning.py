@@ -22,27 +22,12 @@ import os
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from distributed_training import SyntheticClassification  # the examples' synthetic task (a sibling script)
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import Dataset
 from transformers import BertConfig, BertForSequenceClassification
 
 from hf_lightning import HFCheckpoint, HFDataModule, HFLightningModule, TrainingArguments
-
-
-class SyntheticClassification(Dataset):
-    """Random token sequences labelled by the sum of their tokens modulo 3 (deterministic, learnable)."""
-
-    def __init__(self, n: int, seq_len: int = 16, vocab: int = 100, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.input_ids = torch.randint(1, vocab, (n, seq_len), generator=g)
-        self.labels = self.input_ids.sum(-1) % 3
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
 
 
 def accuracy(prediction) -> dict[str, float]:
@@ -104,10 +89,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     module = HFLightningModule.from_args(build_model(), args, compute_metrics=accuracy)
     data = HFDataModule(
         args,
-        train_dataset=SyntheticClassification(options.num_samples, seed=0),
-        eval_dataset=SyntheticClassification(64, seed=1),
-        test_dataset=SyntheticClassification(64, seed=2),
-        predict_dataset=SyntheticClassification(8, seed=3),
+        train_dataset=SyntheticClassification(options.num_samples, 16, seed=0),
+        eval_dataset=SyntheticClassification(64, 16, seed=1),
+        test_dataset=SyntheticClassification(64, 16, seed=2),
+        predict_dataset=SyntheticClassification(8, 16, seed=3),
     )
     best = ModelCheckpoint(dirpath=os.path.join(options.output_dir, "ckpt"), monitor="eval_loss", save_top_k=1)
     stop = EarlyStopping(monitor="eval_loss", patience=3, check_on_train_epoch_end=False)
