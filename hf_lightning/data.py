@@ -332,7 +332,6 @@ class AccumulationWindowLoader:
         self.skip_batches = 0
         self.on_skip_done: Callable[[], None] | None = None
         self._iterated_epoch, self._yielded = first_epoch, 0
-        self._skip_epoch = first_epoch  # the epoch `skip_batches` belongs to
 
     def __len__(self) -> int:
         return self.steps_in_epoch
@@ -348,13 +347,11 @@ class AccumulationWindowLoader:
         once more to end it, and gets no batch (the next epoch's would train inside the old one); resuming under an
         epoch budget, it starts the next epoch at once (`start_epoch`)."""
         self.epoch, self.skip_batches = state["epoch"], state["batches"]
-        self._skip_epoch = self.epoch
 
     def resume_at(self, epoch: int, skip_batches: int, on_skip_done: Callable[[], None] | None = None) -> None:
         """Resume an HF checkpoint: the next iteration is epoch `epoch`, after its first `skip_batches` batches;
         `on_skip_done` runs once they are skipped (HF restores the RNG states there)."""
         self.epoch, self.skip_batches, self.on_skip_done = epoch, skip_batches, on_skip_done
-        self._skip_epoch = epoch
 
     @property
     def skips_within_epoch(self) -> bool:
@@ -364,12 +361,18 @@ class AccumulationWindowLoader:
 
     def start_epoch(self, epoch: int) -> None:
         """Lightning starts epoch `epoch` (its `on_train_epoch_start`): the next iteration is that epoch's. A pending
-        skip of another epoch (a checkpoint that closed the epoch before) no longer applies."""
-        if self.skip_batches and self._skip_epoch != epoch:
+        skip of another epoch (a checkpoint that closed the epoch before; until an iteration takes it, the skip is
+        `self.epoch`'s) no longer applies."""
+        if self.skip_batches and self.epoch != epoch:
             self.skip_batches = 0
-            if self.on_skip_done is not None:
-                self.on_skip_done()
+            self._skip_done()
         self.epoch = epoch
+
+    def _skip_done(self) -> None:
+        """The resumed batches are skipped: `on_skip_done` runs, once."""
+        done, self.on_skip_done = self.on_skip_done, None
+        if done is not None:
+            done()
 
     def __iter__(self) -> Iterator[MicroBatch]:
         set_loader_epoch(self.loader, self.epoch)
@@ -379,8 +382,7 @@ class AccumulationWindowLoader:
         skip, self.skip_batches = self.skip_batches, 0
         if skip >= self.steps_in_epoch:  # the epoch was closed by the checkpoint resumed: nothing to read
             self._yielded = skip
-            if self.on_skip_done is not None:
-                self.on_skip_done()
+            self._skip_done()
             return
         # Whole windows already trained on are skipped in the sampler when the loader allows it (HF's resume), else
         # read and dropped. A resume inside a window (a Lightning checkpoint between optimiser steps) reads the
@@ -412,8 +414,8 @@ class AccumulationWindowLoader:
             if not batches:
                 return
             num_items = self.count_items(batches)
-            if skip and self.on_skip_done is not None:
-                self.on_skip_done()
+            if skip:
+                self._skip_done()
                 skip = 0
             for i in range(step + 1 - window * ga, len(batches)):
                 step += 1

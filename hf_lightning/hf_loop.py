@@ -120,11 +120,12 @@ class HFTrainingLoop(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, Lightn
     def use_learning_rate(self, value: float) -> None:
         """Train the next run with `value` (`args.learning_rate`; Lightning's `Tuner.lr_find(update_attr=True)` sets
         it through `HFLightningModule.learning_rate`). An optimiser and schedule this loop built for an earlier run
-        (the tuner's own) are dropped, so that the next `fit` builds them with it, as a LightningModule's
-        `configure_optimizers` would; an optimiser passed in `optimizers` is the user's and is kept."""
+        (the tuner's own) is dropped, so that the next `fit` builds it with it, as a LightningModule's
+        `configure_optimizers` would (a schedule the loop built is rebuilt each run anyway); what was passed in
+        `optimizers` is the user's and is kept."""
         self.args.learning_rate = value
-        if not self._optimizer_given and not self.is_in_train:
-            self.optimizer, self.lr_scheduler = None, None
+        if not self._optimizers_given and not self.is_in_train:
+            self.optimizer = None
 
     # transformers' helpers for external use (functions of the trainer in `transformers.trainer_pt_utils`).
     get_learning_rates = trainer_helper("get_learning_rates")
@@ -195,7 +196,7 @@ class HFTrainingLoop(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, Lightn
         self.compute_metrics = compute_metrics
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.optimizer, self.lr_scheduler = optimizers
-        self._optimizer_given = optimizers[0] is not None
+        self._optimizers_given = any(part is not None for part in optimizers)
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         adapt_legacy_overrides(self, HFTrainingLoop)
         self._validate_args()

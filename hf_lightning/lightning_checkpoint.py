@@ -95,7 +95,7 @@ class LightningCheckpointMixin:
                 for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr()):
                     group["lr"] = lr
         self._resumed_logging = saved.get("logging")
-        self.resumed_in_epoch_end = bool(saved.get("epoch_end_done"))
+        self.epoch_end_done = bool(saved.get("epoch_end_done"))
         rng = saved.get("rng")
         rng = _numpy_rng_states(rng) if rng is not None else None
         loader = self.lightning_trainer.train_dataloader

@@ -39,10 +39,9 @@ class TrainingLoopMixin:
 
     # HF's end of the current epoch has run (`on_lightning_epoch_end`; cleared when the next epoch starts). A Lightning
     # checkpoint written then (by a callback hearing the epoch's last HF evaluation, or a `ModelCheckpoint` saving at
-    # Lightning's epoch end) records it (`LightningCheckpointMixin`): Lightning, resuming it, replays its own end of
-    # that epoch, where HF's (callbacks, log, evaluation, save) is not run again (`resumed_in_epoch_end`).
+    # Lightning's epoch end) keeps it (`LightningCheckpointMixin`): Lightning, resuming it, replays its own end of that
+    # epoch, where HF's (callbacks, log, evaluation, save) is not run again.
     epoch_end_done: bool = False
-    resumed_in_epoch_end: bool = False
 
     def floating_point_ops(self, inputs: dict) -> int:
         main_input = getattr(self.model, "main_input_name", "input_ids")
@@ -274,7 +273,6 @@ class TrainingLoopMixin:
         if isinstance(loader, hf_data.AccumulationWindowLoader):
             loader.start_epoch(self._epoch)
         self._micro_step = -1
-        self.epoch_end_done = False
         if train_mode_at_train_start():
             self.model.train()
         self.model.zero_grad()
@@ -293,7 +291,7 @@ class TrainingLoopMixin:
             self._load_rng_state(self._resume_rng_checkpoint)
             self._resume_rng_checkpoint = None
         self._micro_step = -1
-        self.epoch_end_done = self.resumed_in_epoch_end = False
+        self.epoch_end_done = False
         self._last_grad_norm = self._last_learning_rate = None
         self.control = self.callback_handler.on_epoch_begin(self.args, self.state, self.control)
 
@@ -379,9 +377,7 @@ class TrainingLoopMixin:
     def on_lightning_epoch_end(self) -> None:
         """Lightning's `on_train_epoch_end` (before its monitoring callbacks): HF's `on_epoch_end`, then log /
         evaluate / save."""
-        if self.resumed_in_epoch_end:  # a `.ckpt` written during this epoch's end: HF's part of it ran before
-            self.resumed_in_epoch_end = False
-        else:
+        if not self.epoch_end_done:  # else a `.ckpt` written during this epoch's end is resumed: HF's part ran
             self.epoch_end_done = True
             if self._micro_step < 0:
                 logger.warning("There seems not to be a single sample in your epoch_iterator, stopping training.")

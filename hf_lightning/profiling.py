@@ -50,9 +50,10 @@ def is_profiling(profiler: Any) -> bool:
     return profiler is not None and not isinstance(profiler, PassThroughProfiler)
 
 
-def show_profiler_report(args: Any) -> None:
-    """Let the profiler report through at the end of `fit`, whatever HF's log level (`set_log_levels` runs first)."""
-    level = logging.INFO if is_profiling(getattr(args, "profiler", None)) else logging.NOTSET
+def show_profiler_report(profiler: Any) -> None:
+    """Let the report of `profiler` (`TrainingArguments.profiler` or a Lightning trainer's) through at the end of `fit`,
+    whatever HF's log level (`set_log_levels` runs first)."""
+    level = logging.INFO if is_profiling(profiler) else logging.NOTSET
     logging.getLogger(PROFILER_LOGGER).setLevel(level)
 
 
@@ -106,7 +107,7 @@ class HFStepProfiling(pl.Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._span is None:
-            logging.getLogger(PROFILER_LOGGER).setLevel(logging.INFO)  # shown whatever HF's log level, as the facade
+            show_profiler_report(trainer.profiler)
             self._span = contextlib.ExitStack()
             self._span.enter_context(profiled_hf_steps(self.loop, trainer.profiler))
 

@@ -273,7 +273,7 @@ class Trainer(HyperparameterSearchMixin, HFTrainingLoop):
     def _build_lightning_trainer(self) -> pl.Trainer:
         kwargs = lightning_trainer_kwargs(self.args, self.model, self.lightning_callbacks, self.report_loggers)
         set_log_levels(self.args)
-        show_profiler_report(self.args)
+        show_profiler_report(self.args.profiler)
         with warnings.catch_warnings(), quiet_lightning():
             warnings.filterwarnings("ignore", message=".*treespec.*")
             return pl.Trainer(**kwargs)
