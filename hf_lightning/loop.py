@@ -16,6 +16,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 # `train` implementations that do nothing but set `training` flags when the mode does not change.
 _NO_OP_TRAIN = (torch.nn.Module.train, PreTrainedModel.train)
+_IN_TRAINING_MODE = attrgetter("training")  # read in C by `map`: no generator frame per module and step
 
 
 class TrainingLoopMixin:
@@ -67,7 +69,7 @@ class TrainingLoopMixin:
             plain = all(type(m).train in _NO_OP_TRAIN for m in modules)
             cached = self._train_mode_modules = (model, modules if plain else None)
         modules = cached[1]
-        if modules is None or not all(m.training for m in modules):
+        if modules is None or not all(map(_IN_TRAINING_MODE, modules)):
             model.train()
 
     def store_flos(self) -> None:
