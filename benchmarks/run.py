@@ -354,7 +354,7 @@ def run_training(impl: str, job: Job, out: Path, ring: tuple[int, int, int] | No
         elif impl == "pl":
             res = train_lightning(job, model, dataset, tmp, clock)
         else:
-            res = train_trainer(impl, job, model, dataset, tmp, clock)
+            res = train_trainer("hfl" if impl == "base" else impl, job, model, dataset, tmp, clock)
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out / f"{job.name}-{impl}.pt")
     clock.finish()
     steps = clock.durations
@@ -412,11 +412,15 @@ def worker(ns: argparse.Namespace) -> None:
     out = Path(ns.out)
     job = QUICK_JOB if ns.quick else JOBS.get(ns.job)
     for impl in ns.impls.split(","):
+        if impl == "base":  # hf_lightning imported from the other checkout (a worker runs one impl in a ring)
+            sys.path.insert(0, ns.baseline)
         if ns.job == "eval":
             res = run_eval(impl, ns.n)
         else:
             res = run_training(impl, job, out, tuple(int(fd) for fd in ns.ring.split(",")) if ns.ring else None)
         res.update(impl=impl, job=ns.job, peak_rss_mb=peak_rss_mb())
+        if "hf_lightning" in sys.modules:
+            res["hf_lightning"] = str(Path(sys.modules["hf_lightning"].__file__).parent.parent)
         print("RESULT " + json.dumps(res), flush=True)
 
 
@@ -564,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--threads", type=int, default=2, help="torch threads in each worker (default 2)")
     p.add_argument("--json", help="also write all raw results to this file")
+    p.add_argument(
+        "--baseline",
+        help="another checkout of hf_lightning (e.g. a git worktree of an older commit): the tiny job runs it too, "
+        "as 'base', in the same lock-step ring (an A/B of two versions under the same machine conditions)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--job", help=argparse.SUPPRESS)
     p.add_argument("--impls", help=argparse.SUPPRESS)
@@ -579,11 +588,14 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     out = Path(tempfile.mkdtemp(prefix="hfl-bench-"))
     lockstep_argv = ("--threads", str(ns.threads), "--out", str(out))
+    baseline_argv = ("--baseline", str(Path(ns.baseline).resolve())) if ns.baseline else ()
     if ns.quick:
-        results = spawn_lockstep("tiny", ["raw", "hf", "hfl"], "--quick", *lockstep_argv)
+        quick = ["raw", "hf", "hfl"] + (["base"] if ns.baseline else [])
+        results = spawn_lockstep("tiny", quick, "--quick", *lockstep_argv, *baseline_argv)
         if {len(r["step_ms"]) for r in results} != {QUICK_JOB.steps}:
             raise AssertionError(f"lock-step run lost steps: {[len(r['step_ms']) for r in results]}")
-        print(json.dumps({"tiny": check_weights(out, "tiny", ["raw", "hf", "hfl"])}))
+        print(json.dumps({"tiny": check_weights(out, "tiny", quick)}))
+        print(json.dumps({"hf_lightning": {r["impl"]: r["hf_lightning"] for r in results if "hf_lightning" in r}}))
         hf, hfl = (next(r for r in results if r["impl"] == i) for i in ("hf", "hfl"))
         if hf["losses"] != hfl["losses"]:
             raise AssertionError(f"logged losses differ: {hf['losses']} vs {hfl['losses']}")
@@ -591,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     jobs = ns.jobs.split(",")
-    impls = {"tiny": ["raw", "hf", "hfl", "pl"], "minilm": ["raw", "hf", "hfl"]}
+    impls = {"tiny": ["raw", "hf", "hfl", "pl"] + (["base"] if ns.baseline else []), "minilm": ["raw", "hf", "hfl"]}
     checks: dict[str, Any] = {}
     imports: dict[str, list[float]] = {k: [] for k in IMPORTS}
     total = max(ns.rounds if set(jobs) - {"minilm"} else 0, ns.minilm_rounds if "minilm" in jobs else 0)
@@ -605,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
                     results += [dict(x, round=r) for x in lockstep]
                     checks[job] = check_weights(out, job, impls[job])
             elif job == "tiny":
-                results += [dict(x, round=r) for x in spawn_lockstep(job, rotate(impls[job], r), *lockstep_argv)]
+                ring = spawn_lockstep(job, rotate(impls[job], r), *lockstep_argv, *baseline_argv)
+                results += [dict(x, round=r) for x in ring]
                 checks[job] = check_weights(out, job, impls[job])
             elif job == "eval":
                 for n in EVAL_SIZES:
@@ -652,7 +665,7 @@ def report(results: list[dict], checks: dict, imports: dict[str, list[float]], j
         )
         print("|---|---|---|---|---|---|---|---|---|---|")
         raw = {key: median(job, "raw", key, **kw) for key in ("per_step_ms", "per_step_cpu_ms")}
-        for impl in ("raw", "hf", "hfl", "pl"):
+        for impl in ("raw", "hf", "hfl", "pl", "base"):
             if not pick(job, impl, "per_step_ms", **kw):
                 continue
             mid = {key: median(job, impl, key, **kw) for key in PER_STEP_KEYS}
@@ -667,12 +680,17 @@ def report(results: list[dict], checks: dict, imports: dict[str, list[float]], j
                 f"| {checks.get(job, {}).get(impl, 'reference')} |"
             )
         for key, label in (("per_step_ms", "wall"), ("per_step_cpu_ms", "CPU")):
-            hf, hfl = (median(job, impl, key, **kw) - raw[key] for impl in ("hf", "hfl"))
-            ratio = f"{hfl / hf:.2f}" if hf > 0 else "n/a (hf overhead <= 0)"
-            print(
-                f"- {label}: overhead hf_lightning / transformers = {ratio}; "
-                f"hf_lightning / raw = {(hfl + raw[key]) / raw[key]:.3f}"
-            )
+            for impl, name in (("hfl", "hf_lightning"), ("base", "baseline")):
+                if not pick(job, impl, key, **kw):
+                    continue
+                hf, ours = (median(job, i, key, **kw) - raw[key] for i in ("hf", impl))
+                ratio = f"{ours / hf:.2f}" if hf > 0 else "n/a (hf overhead <= 0)"
+                print(
+                    f"- {label}: overhead {name} / transformers = {ratio}; "
+                    f"{name} / raw = {(ours + raw[key]) / raw[key]:.3f}"
+                )
+        for path in sorted({r["hf_lightning"] for r in results if r["job"] == job and r["impl"] == "base"}):
+            print(f"- baseline: hf_lightning from {path}")
         if job == "minilm":
             for impl, name in (("hfl", "hf_lightning"), ("hf", "transformers")):
                 runs = [r for r in results if r["job"] == job and r.get("malloc") == kw["malloc"]]

@@ -1,6 +1,8 @@
 """Smoke test of benchmarks/run.py, and the lazy top-level import the import-time benchmark relies on."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,10 +10,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_benchmark_runs_and_checks_bit_identity():
+def test_quick_benchmark_runs_and_checks_bit_identity(tmp_path):
+    """The quick lock-step run, with a second checkout as `--baseline` (an A/B of two versions in one ring): its
+    worker imports hf_lightning from that checkout, the others from this one."""
+    baseline = tmp_path / "baseline"
+    shutil.copytree(ROOT / "hf_lightning", baseline / "hf_lightning", ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--baseline", str(baseline)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -20,6 +26,10 @@ def test_quick_benchmark_runs_and_checks_bit_identity():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '"hfl": "bit-identical"' in proc.stdout
     assert '"raw": "bit-identical"' in proc.stdout
+    assert '"base": "bit-identical"' in proc.stdout
+    imported = json.loads(next(line for line in proc.stdout.splitlines() if '"hf_lightning"' in line))
+    assert imported["hf_lightning"]["base"] == str(baseline.resolve())
+    assert imported["hf_lightning"]["hfl"] != str(baseline.resolve())
     assert "quick run OK" in proc.stdout
 
 
