@@ -64,6 +64,7 @@ __all__ = [
     "train_mode_at_train_start",
     "train_sampling_strategy",
     "trainer_helper",
+    "trainer_num_items",
     "training_argument",
     "training_log_of_5_3",
 ]
@@ -278,6 +279,21 @@ def label_smoother_kwargs(num_items_in_batch: Any) -> dict[str, Any]:
     if "num_items_in_batch" in inspect.signature(LabelSmoother.__call__).parameters:
         return {"num_items_in_batch": num_items_in_batch}
     return {}
+
+
+# From 5.19 the Trainer divides the window's count by the tensor-, context- and sequence-parallel sizes
+# (`num_items_in_batch / (tp * cp * sp)`): a true division, so `compute_loss`, `training_step` and `compute_loss_func`
+# receive a float tensor; before, the integer count. hf_lightning runs none of those (`parallelism_config` is refused),
+# so the sizes are 1 and only the dtype changes; the value, and the loss divided by it, are the same.
+_NUM_ITEMS_DIVIDED_BY_PARALLEL_SIZES = Version("5.19.0")
+
+
+def trainer_num_items(count: Any) -> Any:
+    """`num_items_in_batch` as the installed Trainer hands it to the loss: the window's count (already summed over
+    ranks under `average_tokens_across_devices`), divided by the parallel sizes (all 1) from 5.19."""
+    if TRANSFORMERS_VERSION >= _NUM_ITEMS_DIVIDED_BY_PARALLEL_SIZES and isinstance(count, torch.Tensor):
+        return count / 1
+    return count
 
 
 def labels_to_count(batch: Any, shifted: bool) -> Any:

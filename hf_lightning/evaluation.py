@@ -48,6 +48,7 @@ from transformers.trainer_utils import (
 
 from hf_lightning import distributed
 from hf_lightning.accelerator_config import non_blocking
+from hf_lightning.compat import trainer_num_items
 from hf_lightning.data import is_hf_dataset
 from hf_lightning.eval_accumulation import BatchAccumulator
 from hf_lightning.log_output import log_evaluation_start
@@ -494,7 +495,7 @@ class EvaluationMixin:
             if has_labels or loss_without_labels:
                 # Under DDP HF sums the count over ranks and scales the loss by the world size, which doubles the
                 # eval loss of models that ignore the count; the model's own per-batch loss keeps it single-process.
-                num_items = self._count_items([inputs]) if self.args.world_size <= 1 else None
+                num_items = trainer_num_items(self._count_items([inputs])) if self.args.world_size <= 1 else None
                 loss, outputs = self.compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items)
                 loss = loss.detach().mean()
                 if isinstance(outputs, dict):

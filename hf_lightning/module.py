@@ -29,6 +29,7 @@ from transformers.trainer_callback import CallbackHandler
 from typing_extensions import override
 
 from hf_lightning.accelerator_config import sync_each_batch
+from hf_lightning.compat import trainer_num_items
 from hf_lightning.data import MicroBatch
 from hf_lightning.hf_loop import HFTrainingLoop
 from hf_lightning.lightning_kwargs import check_lightning_trainer
@@ -299,6 +300,7 @@ class HFLightningModule(pl.LightningModule):
         if num_items is not None and loop.args.average_tokens_across_devices and self.trainer.world_size > 1:
             # A copy: the reduction is in place and the window's micro-batches share one count tensor.
             num_items = self.trainer.strategy.reduce(num_items.to(self.device).clone(), reduce_op="sum")
+        num_items = trainer_num_items(num_items)
         model = loop.model_wrapped
         model = self.model if model is None else model
         if self._fsdp_wrapped and not (batch.is_last_in_window or self._sync_each_batch):  # unsharded, as HF does

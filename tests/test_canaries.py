@@ -136,6 +136,41 @@ def test_num_items_in_batch(tmp_path, model_fn, shift_labels_key):
     assert int(ours) == int(theirs), f"{VERSION} counts {int(theirs)} items, hf_lightning {int(ours)}"
 
 
+def test_num_items_in_batch_reaches_the_loss_as_transformers_hands_it(tmp_path):
+    """What `compute_loss_func` receives as `num_items_in_batch`, in training (windows of 2 micro-batches) and in
+    evaluation: the same values with the same dtype (an integer count before 5.19, a float from 5.19, when the
+    Trainer started dividing it by the parallel sizes)."""
+    rows = [{k: v[i] for k, v in b.items()} for b in _label_batches() for i in range(len(b["labels"]))]
+    seen: dict[str, list[tuple[str, float]]] = {"hf": [], "hfl": []}
+
+    def make_loss(impl: str):
+        def loss_func(outputs, labels, num_items_in_batch=None):
+            seen[impl].append((str(num_items_in_batch.dtype), float(num_items_in_batch)))
+            logits = outputs.logits[..., :-1, :].flatten(0, 1)
+            return torch.nn.functional.cross_entropy(logits, labels[..., 1:].flatten(), reduction="sum") / (
+                num_items_in_batch
+            )
+
+        return loss_func
+
+    kwargs = dict(
+        QUIET_ARGS, per_device_train_batch_size=1, per_device_eval_batch_size=2, gradient_accumulation_steps=2
+    )
+    kwargs.update(max_steps=2, save_strategy="no", logging_steps=1)
+    for impl, (trainer_cls, args_cls) in {
+        "hf": (HFTrainer, HFTrainingArguments),
+        "hfl": (HFLTrainer, HFLTrainingArguments),
+    }.items():
+        args = args_cls(output_dir=str(tmp_path / impl), **kwargs)
+        trainer = trainer_cls(
+            model=tiny_gpt2(), args=args, train_dataset=rows, eval_dataset=rows, compute_loss_func=make_loss(impl)
+        )
+        trainer.train()
+        trainer.evaluate()
+    assert len(seen["hf"]) == 4 + 3, seen["hf"]  # 2 windows of 2 micro-batches, then 3 eval batches
+    assert seen["hfl"] == seen["hf"], f"{VERSION}: {seen['hf']} (transformers) vs {seen['hfl']} (hf_lightning)"
+
+
 def test_signature_columns(tmp_path):
     """The columns kept by `remove_unused_columns`: the model's forward arguments plus the label names."""
     hf, hfl = _pair(tiny_bert(), tmp_path)
