@@ -47,6 +47,7 @@ __all__ = [
     "deactivate_neftune",
     "disable_model_activation_checkpointing",
     "enable_model_activation_checkpointing",
+    "eval_loss_filters_nan_inf",
     "has_training_argument",
     "hf_default",
     "is_fsdp_managed_module",
@@ -63,6 +64,7 @@ __all__ = [
     "train_loss_steps",
     "train_mode_at_train_start",
     "train_sampling_strategy",
+    "train_speed_counts",
     "trainer_helper",
     "trainer_num_items",
     "training_argument",
@@ -310,6 +312,7 @@ def labels_to_count(batch: Any, shifted: bool) -> Any:
 # installed Trainer.
 _BEST_MODEL_WITH_SAVE_STRATEGY_BEST = Version("5.4.0")
 _TRAIN_LOSS_OVER_STEPS_OF_THE_RUN = Version("5.19.0")
+_EVAL_LOSS_WITHOUT_NAN_INF = Version("5.23.0")
 _NO_TRAIN_MODE_AT_TRAIN_START = Version("5.3.0")
 _TRAINING_LOG_OF_5_3 = Version("5.3.0")
 
@@ -338,6 +341,21 @@ def train_loss_steps(global_step: int, steps_this_run: int) -> int:
     """What the summary `train_loss` divides the summed loss by: the optimiser steps of this `train()` call (from
     5.19), before that every step of the run, including those before a resume."""
     return steps_this_run if TRANSFORMERS_VERSION >= _TRAIN_LOSS_OVER_STEPS_OF_THE_RUN else global_step
+
+
+def train_speed_counts(num_train_samples: int, max_steps: int, steps_this_run: int) -> tuple[float, int]:
+    """The samples and steps the summary's `train_samples_per_second` / `train_steps_per_second` count: from 5.19
+    those of this `train()` call (after a resume or an early stop, the share of the schedule it ran), before that the
+    whole schedule's."""
+    if TRANSFORMERS_VERSION >= _TRAIN_LOSS_OVER_STEPS_OF_THE_RUN:
+        return num_train_samples * steps_this_run / max(max_steps, 1), steps_this_run
+    return num_train_samples, max_steps
+
+
+def eval_loss_filters_nan_inf(args: Any) -> bool:
+    """Whether `eval_loss` leaves out the batches whose loss is NaN or infinite (`logging_nan_inf_filter`, when at
+    least one is finite): from 5.23; before, their mean was the eval loss."""
+    return TRANSFORMERS_VERSION >= _EVAL_LOSS_WITHOUT_NAN_INF and bool(args.logging_nan_inf_filter)
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from transformers.trainer_utils import (
 
 from hf_lightning import distributed
 from hf_lightning.accelerator_config import non_blocking
-from hf_lightning.compat import trainer_num_items
+from hf_lightning.compat import eval_loss_filters_nan_inf, trainer_num_items
 from hf_lightning.data import is_hf_dataset
 from hf_lightning.eval_accumulation import BatchAccumulator
 from hf_lightning.log_output import log_evaluation_start
@@ -444,7 +444,7 @@ class EvaluationMixin:
         losses = np.concatenate(losses_arr) if isinstance(losses_arr, list) and losses_arr else losses_arr
         if isinstance(losses, np.ndarray):
             finite = np.isfinite(losses)
-            if args.logging_nan_inf_filter and finite.any():
+            if eval_loss_filters_nan_inf(args) and finite.any():
                 losses = losses[finite]
             metrics[f"{metric_key_prefix}_loss"] = losses.mean().item()
         if getattr(self, "model_preparation_time", None) is not None:

@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, TrainerState
 from transformers.trainer_utils import TrainOutput, has_length, speed_metrics
 
 from hf_lightning import data as hf_data
-from hf_lightning.compat import train_loss_steps, train_mode_at_train_start
+from hf_lightning.compat import train_loss_steps, train_mode_at_train_start, train_speed_counts
 from hf_lightning.features import compile_model
 from hf_lightning.lightning_events import LightningEvents
 from hf_lightning.log_output import log_training_completed, log_training_start
@@ -433,12 +433,8 @@ class TrainingLoopMixin:
         self._total_loss_scalar += self._tr_loss.item()
         steps = self.state.global_step - self._initial_global_step
         train_loss = self._total_loss_scalar / max(train_loss_steps(self.state.global_step, steps), 0.001)
-        metrics = speed_metrics(
-            "train",
-            self._train_start_time,
-            num_samples=self._plan["num_train_samples"] * steps / max(self.state.max_steps, 1),
-            num_steps=steps,
-        )
+        num_samples, num_steps = train_speed_counts(self._plan["num_train_samples"], self.state.max_steps, steps)
+        metrics = speed_metrics("train", self._train_start_time, num_samples=num_samples, num_steps=num_steps)
         self.store_flos()
         metrics["total_flos"] = self.state.total_flos
         metrics["train_loss"] = train_loss

@@ -28,10 +28,12 @@ from helpers import ToyClassification, assert_same_weights, tiny_bert, train_log
 from packaging.version import Version
 from transformers import AutoModelForSequenceClassification, TrainerCallback
 from transformers import Trainer as HFTrainer
+from transformers import trainer as hf_trainer_module
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import get_last_checkpoint
 
 import hf_lightning.checkpoints as ckpt
+import hf_lightning.loop as hf_lightning_loop
 from hf_lightning import Trainer as HFLTrainer
 from hf_lightning import compat
 from hf_lightning.compat import safe_globals
@@ -126,6 +128,21 @@ def make_trainer(
 
 def strip_speed(log_history: list[dict]) -> list[dict]:
     return [{k: v for k, v in e.items() if not any(s in k for s in SPEED)} for e in log_history]
+
+
+def record_speed_counts(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple]]:
+    """The samples and steps each trainer's `train()` summary hands to `speed_metrics` (its rates divide them by the
+    runtime): after a resume, the share of the run that call trained or the whole schedule, by transformers release."""
+    seen: dict[str, list[tuple]] = {"hf": [], "hfl": []}
+    for impl, module in (("hf", hf_trainer_module), ("hfl", hf_lightning_loop)):
+
+        def spy(split: str, *args: Any, _impl: str = impl, _original: Any = module.speed_metrics, **kwargs: Any) -> Any:
+            if split == "train":
+                seen[_impl].append((kwargs.get("num_samples"), kwargs.get("num_steps")))
+            return _original(split, *args, **kwargs)
+
+        monkeypatch.setattr(module, "speed_metrics", spy)
+    return seen
 
 
 def step_logs(trainer: Any) -> list[dict]:
@@ -289,12 +306,14 @@ def test_resume_across_trainers(hf_run, hfl_run, tmp_path, writer: str, reader: 
     ],
     ids=["ignore_data_skip", "from-final-checkpoint", "callback-states"],
 )
-def test_resume_variants_match_transformers(hf_run, tmp_path, step: int, kw: dict) -> None:
+def test_resume_variants_match_transformers(hf_run, tmp_path, monkeypatch, step: int, kw: dict) -> None:
     checkpoint = Path(hf_run.args.output_dir) / f"checkpoint-{step}"
+    speed_counts = record_speed_counts(monkeypatch)
     hf = _resume("hf", tmp_path / "hf", checkpoint, **kw)
     hfl = _resume("hfl", tmp_path / "hfl", checkpoint, **kw)
     assert_same_run(hf, hfl)
     assert strip_speed(hf.state.log_history) == strip_speed(hfl.state.log_history)
+    assert speed_counts["hfl"] == speed_counts["hf"] and len(speed_counts["hf"]) == 1
     assert _probe(hf) == _probe(hfl)
 
     def callbacks(t):

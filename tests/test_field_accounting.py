@@ -19,7 +19,15 @@ import datasets
 import pytest
 import torch
 import transformers
-from helpers import ToyClassification, assert_same_weights, make_args, run_job, tiny_bert, train_logs
+from helpers import (
+    ToyClassification,
+    assert_same_weights,
+    make_args,
+    run_job,
+    tiny_bert,
+    train_logs,
+    trainer_classes,
+)
 
 import hf_lightning
 from hf_lightning import compat, field_accounting
@@ -201,6 +209,25 @@ def test_logging_nan_inf_filter_matches_transformers(nan_inf_filter: bool, tmp_p
         logs[impl] = train_logs(trainer)
     assert repr(logs["hfl"]) == repr(logs["hf"])  # NaN-aware: an unfiltered inf turns the next window's mean into NaN
     assert all(math.isfinite(e["loss"]) for e in logs["hf"]) is nan_inf_filter
+
+
+@pytest.mark.parametrize("nan_inf_filter", [True, False])
+def test_eval_loss_nan_inf_filter_matches_transformers(nan_inf_filter: bool, tmp_path: Path) -> None:
+    """`eval_loss` when one evaluation batch's loss is infinite: the installed transformers leaves that batch out
+    under `logging_nan_inf_filter` (from 5.23) or averages it in (before, and without the filter); hf_lightning too."""
+    eval_loss = {}
+    for impl in ("hf", "hfl"):
+        Trainer, _ = trainer_classes(impl)
+        args = make_args(
+            impl, str(tmp_path / impl), per_device_eval_batch_size=4, logging_nan_inf_filter=nan_inf_filter
+        )
+        trainer = Trainer(
+            model=tiny_bert(), args=args, eval_dataset=ToyClassification(12, seed=2), compute_loss_func=_InfLossAt({2})
+        )
+        eval_loss[impl] = trainer.evaluate()["eval_loss"]
+    assert repr(eval_loss["hfl"]) == repr(eval_loss["hf"])
+    if not nan_inf_filter:
+        assert eval_loss["hf"] == float("inf")
 
 
 def test_remove_unused_columns_like_transformers(tmp_path: Path) -> None:
