@@ -64,6 +64,7 @@ from hf_lightning.lightning_checkpoint import LightningCheckpointMixin
 from hf_lightning.lightning_events import LightningEvents
 from hf_lightning.loop import TrainingLoopMixin
 from hf_lightning.memory_metrics import MemoryMetrics
+from hf_lightning.parallelism import ParallelismMixin
 from hf_lightning.preemption import preemption_handler
 from hf_lightning.reporting import build_loggers, integration_loggers
 from hf_lightning.throughput import ThroughputMeter
@@ -91,7 +92,9 @@ _BASE_MODEL_CLASS_NAMES = {
 }
 
 
-class HFTrainingLoop(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, LightningCheckpointMixin, HubMixin):
+class HFTrainingLoop(
+    TrainingLoopMixin, EvaluationMixin, CheckpointMixin, LightningCheckpointMixin, HubMixin, ParallelismMixin
+):
     """The HF side of a run: `transformers.Trainer` minus its `train()` door (see the module docstring)."""
 
     loss_is_scaled_for_ga: bool | None = None
@@ -347,6 +350,11 @@ class HFTrainingLoop(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, Lightn
             pop_lightning_callback(self.lightning_callbacks, callback)
         else:
             self.callback_handler.remove_callback(callback)
+
+    def get_total_train_batch_size(self, args: TrainingArguments) -> int:
+        """HF's samples per optimiser step: micro-batch x gradient accumulation x data-parallel processes."""
+        data_parallel = args.world_size // (self.get_tp_size() * self.get_cp_size() * self.get_sp_size())
+        return self._train_batch_size * args.gradient_accumulation_steps * data_parallel
 
     def is_local_process_zero(self) -> bool:
         return self.args.local_process_index == 0

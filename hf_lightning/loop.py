@@ -109,7 +109,7 @@ class TrainingLoopMixin:
         ga = args.gradient_accumulation_steps
         budget_steps, budget_epochs = self._training_budget()
         max_steps = budget_steps
-        total_batch_size = self._train_batch_size * ga * args.world_size
+        total_batch_size = self.get_total_train_batch_size(args)
         len_dataloader = len(dataloader) if has_length(dataloader) else None
         if len_dataloader:
             steps_per_epoch = max(len_dataloader // ga + int(len_dataloader % ga > 0), 1)
