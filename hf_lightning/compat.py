@@ -311,7 +311,7 @@ def labels_to_count(batch: Any, shifted: bool) -> Any:
 # Internal behaviour, decided by version; the differential tests (`test_checkpoints.py`) check them against the
 # installed Trainer.
 _BEST_MODEL_WITH_SAVE_STRATEGY_BEST = Version("5.4.0")
-_TRAIN_LOSS_OVER_STEPS_OF_THE_RUN = Version("5.19.0")
+_TRAIN_SUMMARY_OF_THIS_CALL = Version("5.19.0")  # train_loss and the speed metrics count this train() call
 _EVAL_LOSS_WITHOUT_NAN_INF = Version("5.23.0")
 _NO_TRAIN_MODE_AT_TRAIN_START = Version("5.3.0")
 _TRAINING_LOG_OF_5_3 = Version("5.3.0")
@@ -340,14 +340,14 @@ def training_log_of_5_3() -> bool:
 def train_loss_steps(global_step: int, steps_this_run: int) -> int:
     """What the summary `train_loss` divides the summed loss by: the optimiser steps of this `train()` call (from
     5.19), before that every step of the run, including those before a resume."""
-    return steps_this_run if TRANSFORMERS_VERSION >= _TRAIN_LOSS_OVER_STEPS_OF_THE_RUN else global_step
+    return steps_this_run if TRANSFORMERS_VERSION >= _TRAIN_SUMMARY_OF_THIS_CALL else global_step
 
 
 def train_speed_counts(num_train_samples: int, max_steps: int, steps_this_run: int) -> tuple[float, int]:
     """The samples and steps the summary's `train_samples_per_second` / `train_steps_per_second` count: from 5.19
     those of this `train()` call (after a resume or an early stop, the share of the schedule it ran), before that the
     whole schedule's."""
-    if TRANSFORMERS_VERSION >= _TRAIN_LOSS_OVER_STEPS_OF_THE_RUN:
+    if TRANSFORMERS_VERSION >= _TRAIN_SUMMARY_OF_THIS_CALL:
         return num_train_samples * steps_this_run / max(max_steps, 1), steps_this_run
     return num_train_samples, max_steps
 

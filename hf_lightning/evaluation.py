@@ -443,9 +443,10 @@ class EvaluationMixin:
         metrics = {} if metrics is None else _check_metrics(metrics)  # a last batch_eval_metrics call may give None
         losses = np.concatenate(losses_arr) if isinstance(losses_arr, list) and losses_arr else losses_arr
         if isinstance(losses, np.ndarray):
-            finite = np.isfinite(losses)
-            if eval_loss_filters_nan_inf(args) and finite.any():
-                losses = losses[finite]
+            if eval_loss_filters_nan_inf(args):
+                finite = np.isfinite(losses)
+                if finite.any():
+                    losses = losses[finite]
             metrics[f"{metric_key_prefix}_loss"] = losses.mean().item()
         if getattr(self, "model_preparation_time", None) is not None:
             metrics[f"{metric_key_prefix}_model_preparation_time"] = self.model_preparation_time
