@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import transformers
-from helpers import QUIET_ARGS, tiny_bert, tiny_llama
+from helpers import QUIET_ARGS, bare_lightning_trainer, tiny_bert, tiny_llama
 from packaging.version import Version
 from transformers import (
     DataCollatorForSeq2Seq,
@@ -38,10 +38,10 @@ from transformers.trainer_pt_utils import LabelSmoother, nested_concat
 from transformers.trainer_utils import SchedulerType
 
 import hf_lightning
+from hf_lightning import HFDataModule, HFLightningModule, checkpoints, compat, data, metrics, optimization, strategies
 from hf_lightning import Seq2SeqTrainingArguments as HFLSeq2SeqTrainingArguments
 from hf_lightning import Trainer as HFLTrainer
 from hf_lightning import TrainingArguments as HFLTrainingArguments
-from hf_lightning import checkpoints, compat, data, metrics, optimization, strategies
 from hf_lightning.training_args import DEFAULT_OUTPUT_DIR
 
 VERSION = f"transformers {transformers.__version__}"
@@ -167,8 +167,16 @@ def test_num_items_in_batch_reaches_the_loss_as_transformers_hands_it(tmp_path):
         )
         trainer.train()
         trainer.evaluate()
+    # The plain-Lightning door: the same module and loop in a lightning.Trainer the user owns.
+    seen["plain"] = []
+    args = HFLTrainingArguments(output_dir=str(tmp_path / "plain"), **kwargs)
+    module = HFLightningModule.from_args(tiny_gpt2(), args, compute_loss_func=make_loss("plain"))
+    lightning_trainer = bare_lightning_trainer(tmp_path / "plain")
+    lightning_trainer.fit(module, datamodule=HFDataModule(args, rows))  # no eval set: no Lightning validation in fit
+    lightning_trainer.validate(module, datamodule=HFDataModule(args, rows, rows))
     assert len(seen["hf"]) == 4 + 3, seen["hf"]  # 2 windows of 2 micro-batches, then 3 eval batches
     assert seen["hfl"] == seen["hf"], f"{VERSION}: {seen['hf']} (transformers) vs {seen['hfl']} (hf_lightning)"
+    assert seen["plain"] == seen["hf"], f"{VERSION}: {seen['hf']} (transformers) vs {seen['plain']} (plain door)"
 
 
 def test_signature_columns(tmp_path):
