@@ -7,7 +7,8 @@ min-max spread (and, for MiniLM, step-by-step ratios to the raw loop).
 Each run also checks correctness: `transformers.Trainer` and `hf_lightning` must end with bit-identical weights
 and equal logged losses; the raw loop replicates HF's sampler order, fused AdamW, clipping and linear schedule,
 so its final weights are compared too (reported bit-identical or with the max difference). Plain Lightning
-(`pl`, automatic optimisation) is run as a reference for the tiny job.
+(`pl`, automatic optimisation; `plm`, manual optimisation with nothing but the raw loop's step) is run as a reference
+for the tiny job.
 
     .venv/bin/python benchmarks/run.py            # full run (about 30-45 minutes on 2 CPU cores)
     .venv/bin/python benchmarks/run.py --quick    # smoke run: tiny job in lock-step, no timings table
@@ -16,6 +17,7 @@ so its final weights are compared too (reported bit-identical or with the max di
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -141,11 +143,65 @@ def current_rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def stamp() -> tuple[float, float, float, float]:
+class ComputeClock:
+    """Wall time spent in the work every implementation does alike: the model's forward, `Tensor.backward`,
+    `torch.nn.utils.clip_grad_norm_` and AdamW's update (`Adam._init_group` and the functional `adam`, not the rest of
+    `optimizer.step()`: Lightning runs its closure in there, with its hooks, the clipping and, under automatic
+    optimisation, forward and backward, so timing the whole step would count a framework's closure as compute). Only
+    the outermost of nested regions counts.
+
+    Step time minus this is the loop's own time (data loading, callbacks, logging, bookkeeping): the framework
+    overhead without the step-to-step and process-to-process spread of the kernels themselves, which on a shared VM
+    is often larger than the overheads compared (the same forward pass took 1.7 ms in one worker, 2.8 ms in another).
+    Each worker installs it once, on every implementation alike (a hook on the model, a wrapper on two functions)."""
+
+    total = 0.0  # seconds inside the timed regions so far, read by `stamp()`
+    _depth = 0
+    _entered = 0.0
+
+    @classmethod
+    def enter(cls, *_: Any) -> None:
+        if cls._depth == 0:
+            cls._entered = time.perf_counter()
+        cls._depth += 1
+
+    @classmethod
+    def leave(cls, *_: Any) -> None:
+        cls._depth -= 1
+        if cls._depth == 0:
+            cls.total += time.perf_counter() - cls._entered
+
+    @classmethod
+    def timed(cls, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            cls.enter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                cls.leave()
+
+        return wrapper
+
+    @classmethod
+    def install(cls, model: Any) -> None:
+        """Time `model`'s forward, and every backward, clipping and optimiser step of this process."""
+        import torch
+
+        adam_module = importlib.import_module("torch.optim.adam")  # `torch.optim.adam` names the class's module
+        model.register_forward_pre_hook(cls.enter)
+        model.register_forward_hook(cls.leave)
+        torch.Tensor.backward = cls.timed(torch.Tensor.backward)
+        torch.nn.utils.clip_grad_norm_ = cls.timed(torch.nn.utils.clip_grad_norm_)
+        torch.optim.Adam._init_group = cls.timed(torch.optim.Adam._init_group)  # AdamW's too
+        adam_module.adam = cls.timed(adam_module.adam)  # looked up by `Adam.step` at each call
+
+
+def stamp() -> tuple[float, float, float, float, float]:
     """Wall-clock s, process CPU s (far less disturbed by other processes on a busy machine), of which system s,
-    and minor page faults (fresh pages the allocator maps in: the kernel zeroes each one)."""
+    minor page faults (fresh pages the allocator maps in: the kernel zeroes each one), and wall s in the kernels'
+    work (`ComputeClock`)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return time.perf_counter(), time.process_time(), usage.ru_stime, usage.ru_minflt
+    return time.perf_counter(), time.process_time(), usage.ru_stime, usage.ru_minflt, ComputeClock.total
 
 
 class StepClock:
@@ -191,7 +247,8 @@ class StepClock:
 
 
 def per_step(durations: list[tuple[float, ...]], warmup: int, which: int) -> float:
-    """Mean of `stamp()` field `which` (wall s, CPU s, system s, faults) per optimiser step after `warmup` steps."""
+    """Mean of `stamp()` field `which` (wall s, CPU s, system s, faults, compute s) per optimiser step after
+    `warmup` steps."""
     timed = durations[min(warmup, len(durations) - 2) + 1 :]
     return sum(d[which] for d in timed) / len(timed)
 
@@ -342,10 +399,64 @@ def train_lightning(job: Job, model: Any, dataset: Any, output_dir: str, clock: 
     return {"losses": []}
 
 
+def train_lightning_manual(job: Job, model: Any, dataset: Any, output_dir: str, clock: StepClock) -> dict[str, Any]:
+    """The least a Lightning loop does for this job (`plm`): manual optimisation with the raw loop's step in
+    `training_step` (no logging, no callbacks, the parameter list taken once). Its overhead is Lightning's own batch
+    loop, hooks and `LightningOptimizer`, which hf_lightning runs on too: a floor for hf_lightning's."""
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import default_data_collator, get_linear_schedule_with_warmup
+    from transformers.trainer_utils import set_seed
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.automatic_optimization = False
+            self.params = list(model.parameters())
+
+        def training_step(self, batch: dict, batch_idx: int) -> None:
+            optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+            self.manual_backward(self.model(**batch).loss)
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            for p in self.params:
+                p.grad = None
+
+        def configure_optimizers(self) -> Any:
+            optimizer = torch.optim.AdamW(self.params, lr=job.learning_rate, weight_decay=0.0, fused=True)
+            return [optimizer], [get_linear_schedule_with_warmup(optimizer, 0, job.steps)]
+
+    class StepTimes(pl.Callback):
+        def on_train_batch_end(self, *args: Any) -> None:
+            clock.step_end()
+
+    set_seed(SEED)
+    clock.start()
+    sampler = EpochSeededSampler(len(dataset))
+    loader = DataLoader(dataset, batch_size=job.batch_size, sampler=sampler, collate_fn=default_data_collator)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=job.epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=output_dir,
+        callbacks=[StepTimes()],
+    )
+    trainer.fit(Module(), train_dataloaders=loader)
+    return {"losses": []}
+
+
 def run_training(impl: str, job: Job, out: Path, ring: tuple[int, int, int] | None = None) -> dict[str, Any]:
     import torch
 
     model = build_model(job.model)
+    ComputeClock.install(model)
     dataset = build_dataset(job)
     clock = StepClock(ring, job.turn)
     with tempfile.TemporaryDirectory() as tmp:
@@ -353,6 +464,8 @@ def run_training(impl: str, job: Job, out: Path, ring: tuple[int, int, int] | No
             res = train_raw(job, model, dataset, clock)
         elif impl == "pl":
             res = train_lightning(job, model, dataset, tmp, clock)
+        elif impl == "plm":
+            res = train_lightning_manual(job, model, dataset, tmp, clock)
         else:
             res = train_trainer("hfl" if impl == "base" else impl, job, model, dataset, tmp, clock)
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out / f"{job.name}-{impl}.pt")
@@ -366,6 +479,8 @@ def run_training(impl: str, job: Job, out: Path, ring: tuple[int, int, int] | No
         "per_step_cpu_ms": 1000 * per_step(steps, job.warmup, 1),
         "per_step_sys_ms": 1000 * per_step(steps, job.warmup, 2),
         "faults_per_step": per_step(steps, job.warmup, 3),
+        "per_step_compute_ms": 1000 * per_step(steps, job.warmup, 4),
+        "per_step_outside_ms": 1000 * (per_step(steps, job.warmup, 0) - per_step(steps, job.warmup, 4)),
         "first_step_s": steps[0][0],
         "first_step_cpu_s": steps[0][1],
         "losses": res["losses"],
@@ -515,7 +630,7 @@ def rotate(items: list, r: int) -> list:
 
 
 def check_weights(out: Path, job: str, impls: list[str]) -> dict[str, str]:
-    """hf vs hfl must be bit-identical (raises otherwise); raw and pl are reported against hf."""
+    """hf vs hfl must be bit-identical (raises otherwise); raw, pl and plm are reported against hf."""
     import torch
 
     states = {impl: torch.load(out / f"{job}-{impl}.pt") for impl in impls}
@@ -532,7 +647,7 @@ def check_weights(out: Path, job: str, impls: list[str]) -> dict[str, str]:
     return report
 
 
-PER_STEP_KEYS = ("per_step_ms", "per_step_cpu_ms", "per_step_sys_ms", "faults_per_step")
+PER_STEP_KEYS = ("per_step_ms", "per_step_cpu_ms", "per_step_outside_ms", "per_step_sys_ms", "faults_per_step")
 
 
 def paired_step_ratios(results: list[dict], impl: str, warmup: int) -> list[float]:
@@ -590,12 +705,17 @@ def main(argv: list[str] | None = None) -> int:
     lockstep_argv = ("--threads", str(ns.threads), "--out", str(out))
     baseline_argv = ("--baseline", str(Path(ns.baseline).resolve())) if ns.baseline else ()
     if ns.quick:
-        quick = ["raw", "hf", "hfl"] + (["base"] if ns.baseline else [])
+        quick = ["raw", "hf", "hfl", "plm"] + (["base"] if ns.baseline else [])
         results = spawn_lockstep("tiny", quick, "--quick", *lockstep_argv, *baseline_argv)
         if {len(r["step_ms"]) for r in results} != {QUICK_JOB.steps}:
             raise AssertionError(f"lock-step run lost steps: {[len(r['step_ms']) for r in results]}")
         print(json.dumps({"tiny": check_weights(out, "tiny", quick)}))
         print(json.dumps({"hf_lightning": {r["impl"]: r["hf_lightning"] for r in results if "hf_lightning" in r}}))
+        print(
+            json.dumps(
+                {"compute_and_wall_ms": {r["impl"]: [r["per_step_compute_ms"], r["per_step_ms"]] for r in results}}
+            )
+        )
         hf, hfl = (next(r for r in results if r["impl"] == i) for i in ("hf", "hfl"))
         if hf["losses"] != hfl["losses"]:
             raise AssertionError(f"logged losses differ: {hf['losses']} vs {hfl['losses']}")
@@ -603,7 +723,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     jobs = ns.jobs.split(",")
-    impls = {"tiny": ["raw", "hf", "hfl", "pl"] + (["base"] if ns.baseline else []), "minilm": ["raw", "hf", "hfl"]}
+    impls = {
+        "tiny": ["raw", "hf", "hfl", "pl", "plm"] + (["base"] if ns.baseline else []),
+        "minilm": ["raw", "hf", "hfl"],
+    }
     checks: dict[str, Any] = {}
     imports: dict[str, list[float]] = {k: [] for k in IMPORTS}
     total = max(ns.rounds if set(jobs) - {"minilm"} else 0, ns.minilm_rounds if "minilm" in jobs else 0)
@@ -660,12 +783,12 @@ def report(results: list[dict], checks: dict, imports: dict[str, list[float]], j
         how += f"; allocator: {MALLOC_LABELS[kw['malloc']]}" if kw else ""
         print(f"\n## {job}: {head}{how}")
         print(
-            "| impl | wall ms/step | overhead wall | CPU ms/step | overhead CPU | sys ms/step | faults/step "
-            "| 1st step s | peak RSS MB | weights |"
+            "| impl | wall ms/step | overhead wall | CPU ms/step | overhead CPU | compute ms/step | outside ms/step "
+            "| overhead outside | sys ms/step | faults/step | 1st step s | peak RSS MB | weights |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        raw = {key: median(job, "raw", key, **kw) for key in ("per_step_ms", "per_step_cpu_ms")}
-        for impl in ("raw", "hf", "hfl", "pl", "base"):
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        raw = {key: median(job, "raw", key, **kw) for key in ("per_step_ms", "per_step_cpu_ms", "per_step_outside_ms")}
+        for impl in ("raw", "hf", "hfl", "pl", "plm", "base"):
             if not pick(job, impl, "per_step_ms", **kw):
                 continue
             mid = {key: median(job, impl, key, **kw) for key in PER_STEP_KEYS}
@@ -674,13 +797,16 @@ def report(results: list[dict], checks: dict, imports: dict[str, list[float]], j
                 f"| {mid['per_step_ms'] - raw['per_step_ms']:+.3f} "
                 f"| {spread(pick(job, impl, 'per_step_cpu_ms', **kw))} "
                 f"| {mid['per_step_cpu_ms'] - raw['per_step_cpu_ms']:+.3f} "
+                f"| {spread(pick(job, impl, 'per_step_compute_ms', **kw))} "
+                f"| {spread(pick(job, impl, 'per_step_outside_ms', **kw))} "
+                f"| {mid['per_step_outside_ms'] - raw['per_step_outside_ms']:+.3f} "
                 f"| {mid['per_step_sys_ms']:.1f} | {mid['faults_per_step']:.0f} "
                 f"| {spread(pick(job, impl, 'first_step_s', **kw))} "
                 f"| {median(job, impl, 'peak_rss_mb', **kw):.0f} "
                 f"| {checks.get(job, {}).get(impl, 'reference')} |"
             )
-        for key, label in (("per_step_ms", "wall"), ("per_step_cpu_ms", "CPU")):
-            for impl, name in (("hfl", "hf_lightning"), ("base", "baseline")):
+        for key, label in (("per_step_ms", "wall"), ("per_step_cpu_ms", "CPU"), ("per_step_outside_ms", "outside")):
+            for impl, name in (("hfl", "hf_lightning"), ("base", "baseline"), ("plm", "Lightning floor (plm)")):
                 if not pick(job, impl, key, **kw):
                     continue
                 hf, ours = (median(job, i, key, **kw) - raw[key] for i in ("hf", impl))

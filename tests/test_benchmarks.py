@@ -1,5 +1,6 @@
 """Smoke test of benchmarks/run.py, and the lazy top-level import the import-time benchmark relies on."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -31,6 +32,36 @@ def test_quick_benchmark_runs_and_checks_bit_identity(tmp_path):
     assert imported["hf_lightning"]["base"] == str(baseline.resolve())
     assert imported["hf_lightning"]["hfl"] != str(baseline.resolve())
     assert "quick run OK" in proc.stdout
+    # Every implementation, the Lightning floor (`plm`) included, spends part of each step in the timed kernels
+    # (`ComputeClock`) and part outside them.
+    timed = json.loads(next(line for line in proc.stdout.splitlines() if '"compute_and_wall_ms"' in line))
+    assert set(timed["compute_and_wall_ms"]) == {"raw", "hf", "hfl", "plm", "base"}
+    for impl, (compute, wall) in timed["compute_and_wall_ms"].items():
+        assert 0 < compute < wall, (impl, compute, wall)
+
+
+def _benchmark_module():
+    spec = importlib.util.spec_from_file_location("hfl_benchmark_run", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compute_clock_counts_only_the_outermost_of_nested_regions(monkeypatch):
+    """Lightning clips inside `optimizer.step()` (and automatic optimisation runs forward and backward there): a
+    region inside another is not counted twice."""
+    bench = _benchmark_module()
+    now = iter(range(0, 1000, 10))  # each clock read is 10 s after the last
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(now))
+    clock = bench.ComputeClock
+    monkeypatch.setattr(clock, "total", 0.0)
+    clock.enter()  # read: 0
+    clock.timed(lambda: clock.timed(lambda: None)())()  # nested: no reads
+    clock.leave()  # read: 10
+    assert clock.total == 10
+    clock.timed(lambda: None)()  # reads 20 and 30
+    assert clock.total == 20
 
 
 def test_import_hf_lightning_is_lazy():
