@@ -351,13 +351,45 @@ def train_trainer(impl: str, job: Job, model: Any, dataset: Any, output_dir: str
     return {"losses": losses}
 
 
+def fit_lightning(
+    job: Job, make_module: Any, dataset: Any, output_dir: str, clock: StepClock, **trainer_kwargs: Any
+) -> dict[str, Any]:
+    """Fit a plain LightningModule (`pl`, `plm`) on the job's loader (HF's sampler order), on one CPU process with
+    no logger, checkpointing, progress bar or summary; each step is timed at `on_train_batch_end`."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+    from transformers import default_data_collator
+    from transformers.trainer_utils import set_seed
+
+    class StepTimes(pl.Callback):
+        def on_train_batch_end(self, *args: Any) -> None:
+            clock.step_end()
+
+    set_seed(SEED)
+    clock.start()
+    sampler = EpochSeededSampler(len(dataset))
+    loader = DataLoader(dataset, batch_size=job.batch_size, sampler=sampler, collate_fn=default_data_collator)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=job.epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=output_dir,
+        callbacks=[StepTimes()],
+        **trainer_kwargs,
+    )
+    trainer.fit(make_module(), train_dataloaders=loader)
+    return {"losses": []}
+
+
 def train_lightning(job: Job, model: Any, dataset: Any, output_dir: str, clock: StepClock) -> dict[str, Any]:
     """Plain Lightning (automatic optimisation) on the same job, as a reference for Lightning's own overhead."""
     import lightning.pytorch as pl
     import torch
-    from torch.utils.data import DataLoader
-    from transformers import default_data_collator, get_linear_schedule_with_warmup
-    from transformers.trainer_utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
 
     class Module(pl.LightningModule):
         def __init__(self) -> None:
@@ -374,29 +406,9 @@ def train_lightning(job: Job, model: Any, dataset: Any, output_dir: str, clock: 
             scheduler = get_linear_schedule_with_warmup(optimizer, 0, job.steps)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    class StepTimes(pl.Callback):
-        def on_train_batch_end(self, *args: Any) -> None:
-            clock.step_end()
-
-    set_seed(SEED)
-    clock.start()
-    sampler = EpochSeededSampler(len(dataset))
-    loader = DataLoader(dataset, batch_size=job.batch_size, sampler=sampler, collate_fn=default_data_collator)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=job.epochs,
-        gradient_clip_val=1.0,
-        log_every_n_steps=job.logging_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=output_dir,
-        callbacks=[StepTimes()],
+    return fit_lightning(
+        job, Module, dataset, output_dir, clock, gradient_clip_val=1.0, log_every_n_steps=job.logging_steps
     )
-    trainer.fit(Module(), train_dataloaders=loader)
-    return {"losses": []}
 
 
 def train_lightning_manual(job: Job, model: Any, dataset: Any, output_dir: str, clock: StepClock) -> dict[str, Any]:
@@ -405,9 +417,7 @@ def train_lightning_manual(job: Job, model: Any, dataset: Any, output_dir: str, 
     loop, hooks and `LightningOptimizer`, which hf_lightning runs on too: a floor for hf_lightning's."""
     import lightning.pytorch as pl
     import torch
-    from torch.utils.data import DataLoader
-    from transformers import default_data_collator, get_linear_schedule_with_warmup
-    from transformers.trainer_utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
 
     class Module(pl.LightningModule):
         def __init__(self) -> None:
@@ -429,27 +439,7 @@ def train_lightning_manual(job: Job, model: Any, dataset: Any, output_dir: str, 
             optimizer = torch.optim.AdamW(self.params, lr=job.learning_rate, weight_decay=0.0, fused=True)
             return [optimizer], [get_linear_schedule_with_warmup(optimizer, 0, job.steps)]
 
-    class StepTimes(pl.Callback):
-        def on_train_batch_end(self, *args: Any) -> None:
-            clock.step_end()
-
-    set_seed(SEED)
-    clock.start()
-    sampler = EpochSeededSampler(len(dataset))
-    loader = DataLoader(dataset, batch_size=job.batch_size, sampler=sampler, collate_fn=default_data_collator)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=job.epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=output_dir,
-        callbacks=[StepTimes()],
-    )
-    trainer.fit(Module(), train_dataloaders=loader)
-    return {"losses": []}
+    return fit_lightning(job, Module, dataset, output_dir, clock)
 
 
 def run_training(impl: str, job: Job, out: Path, ring: tuple[int, int, int] | None = None) -> dict[str, Any]:
