@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"{run or f'strategy={args.strategy} (trained in started processes)'} "
             f"steps={result.global_step} train_loss={result.training_loss:.4f} saved={args.output_dir}"
         )
+    trainer.end()  # the end of the script: close the process group, if any (transformers' `Trainer.end()`)
     return result.metrics
 
 

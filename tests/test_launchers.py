@@ -140,9 +140,15 @@ from test_launchers import job, record
 
 if __name__ == "__main__":
     config = json.loads(sys.argv[1])
+    trainers = {{}}
     for impl, out in config["runs"]:
         trainer, output = job(impl, out, world=2, **config.get("args", {{}}))
         record(trainer, output, out)
+        trainers[impl] = trainer
+    # The script's end, as transformers documents it: `Trainer.end()` closes the process group. Without it, gloo's
+    # worker threads can outlive the interpreter's shutdown and abort the process ("terminate called without an
+    # active exception": a torch issue, seen here once in rank 1 after both runs had finished).
+    trainers["hfl"].end()
 """
 
 
