@@ -63,6 +63,8 @@ class LaunchedTrainer(Protocol):
 
     def _mark_model_prepared(self) -> None: ...
 
+    def end(self) -> None: ...
+
 
 def starts_processes(args: Any) -> bool:
     """Whether Lightning would start this run's processes from inside `fit` (and `train()` must run there)."""
@@ -161,6 +163,10 @@ def _train_in_worker(
         # unset; with it set (as many clusters and containers do), forked DDP would hang in the first forward.
         torch.set_num_threads(1)
     output = trainer.train(**train_kwargs)
+    # The worker's script ends here, so it closes its process group as a launched script should (`Trainer.end()`).
+    # Left to the interpreter's shutdown (a "spawn" worker exits through it), gloo's threads can abort the process
+    # after training ("terminate called without an active exception", a torch issue), failing the whole launch.
+    trainer.end()
     if local_rank != 0:
         return None
     # Through a file, as Lightning sends its weights: the launcher reads the queue only once every process has

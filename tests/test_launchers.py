@@ -27,12 +27,13 @@ from typing import Any, NamedTuple
 
 import pytest
 import torch
+import torch.distributed as dist
 from helpers import ToyClassification, make_args, tiny_bert, trainer_classes
 from test_strategies import free_port, launch
 from torch import nn
 
 from hf_lightning import Trainer, TrainingArguments
-from hf_lightning.launchers import train_in_started_processes
+from hf_lightning.launchers import _Processes, _train_in_worker, train_in_started_processes
 
 TESTS = Path(__file__).resolve().parent
 GLOBAL_BATCH = 4
@@ -318,6 +319,29 @@ def test_forked_workers_train_with_omp_num_threads_set(tmp_path: Path) -> None:
         os.killpg(process.pid, 9)  # the workers too
         pytest.fail("the forked workers hung")
     assert process.returncode == 0, out.decode()[-3000:]
+
+
+def test_a_started_worker_closes_its_process_group_before_it_exits(tmp_path: Path, monkeypatch) -> None:
+    """A process `train_in_started_processes` starts ends as a launched script should, with `Trainer.end()`: left to
+    the interpreter's shutdown, gloo's threads can abort the worker after training (seen: rank 1 of the ddp_spawn
+    test below killed by SIGABRT, "terminate called without an active exception")."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)  # the worker sets them: restored after the test
+    monkeypatch.setenv("LOCAL_RANK", "1")  # as Lightning's launcher sets it; not local rank 0: no result to send
+    trainer = Trainer(model=tiny_bert(), args=make_args("hfl", str(tmp_path)))
+
+    def train(**kwargs: Any) -> Any:  # the worker's run: a process group (of one) is open when it returns
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+        return None
+
+    monkeypatch.setattr(trainer, "train", train)
+    try:
+        assert _train_in_worker(trainer, trainer.model, {}, _Processes(2, 1, 0, "127.0.0.1", "spawn")) is None
+        assert not dist.is_initialized()
+        assert (os.environ["WORLD_SIZE"], os.environ["RANK"]) == ("2", "1")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_ddp_spawn_returns_hf_results_to_the_calling_process(tmp_path: Path, reference: Reference) -> None:
