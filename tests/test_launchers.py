@@ -326,7 +326,10 @@ def test_a_started_worker_closes_its_process_group_before_it_exits(tmp_path: Pat
     the interpreter's shutdown, gloo's threads can abort the worker after training (seen: rank 1 of the ddp_spawn
     test below killed by SIGABRT, "terminate called without an active exception")."""
     for name in ("WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR"):
-        monkeypatch.delenv(name, raising=False)  # the worker sets them: restored after the test
+        # The worker sets them. setenv first so that monkeypatch records their absence too and restores it: left set,
+        # they make the next test's TrainingArguments wait for a rendezvous that never comes.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("LOCAL_RANK", "1")  # as Lightning's launcher sets it; not local rank 0: no result to send
     trainer = Trainer(model=tiny_bert(), args=make_args("hfl", str(tmp_path)))
 
@@ -339,7 +342,7 @@ def test_a_started_worker_closes_its_process_group_before_it_exits(tmp_path: Pat
         assert _train_in_worker(trainer, trainer.model, {}, _Processes(2, 1, 0, "127.0.0.1", "spawn")) is None
         assert not dist.is_initialized()
         assert (os.environ["WORLD_SIZE"], os.environ["RANK"]) == ("2", "1")
-    finally:
+    finally:  # (the environment is restored by monkeypatch after this)
         if dist.is_initialized():
             dist.destroy_process_group()
 
