@@ -461,16 +461,17 @@ def run_training(impl: str, job: Job, out: Path, ring: tuple[int, int, int] | No
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out / f"{job.name}-{impl}.pt")
     clock.finish()
     steps = clock.durations
+    wall_ms, compute_ms = (1000 * per_step(steps, job.warmup, which) for which in (0, 4))
     return {
         "steps": len(steps),
         "step_ms": [1000 * d[0] for d in steps],
         "step_cpu_ms": [1000 * d[1] for d in steps],
-        "per_step_ms": 1000 * per_step(steps, job.warmup, 0),
+        "per_step_ms": wall_ms,
         "per_step_cpu_ms": 1000 * per_step(steps, job.warmup, 1),
         "per_step_sys_ms": 1000 * per_step(steps, job.warmup, 2),
         "faults_per_step": per_step(steps, job.warmup, 3),
-        "per_step_compute_ms": 1000 * per_step(steps, job.warmup, 4),
-        "per_step_outside_ms": 1000 * (per_step(steps, job.warmup, 0) - per_step(steps, job.warmup, 4)),
+        "per_step_compute_ms": compute_ms,
+        "per_step_outside_ms": wall_ms - compute_ms,
         "first_step_s": steps[0][0],
         "first_step_cpu_s": steps[0][1],
         "losses": res["losses"],
